@@ -1,0 +1,89 @@
+"""The shared autoencoder: one diffusers `VQModel` that both embedded models paint through.
+
+    picture (B, 3, 64, 64) in [-1, 1]
+      -> encoder -> continuous latent (B, 4, 16, 16)     <- the diffusion model denoises this
+      -> nearest codebook entry -> codes (B, 16, 16)    <- the autoregressive model writes these
+      -> decoder -> picture
+
+Same latent space, two ways to fill it. The diffusion model works on latents multiplied by
+`scaling_factor` (unit variance, stored in the VQModel's config, as in Stable Diffusion).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import VQModel
+
+
+@dataclass
+class AutoencoderConfig:
+    block_out_channels: tuple[int, ...] = (16, 32, 64)  # 64 -> 32 -> 16: a 16x16 grid
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    num_vq_embeddings: int = 512
+    norm_num_groups: int = 8
+
+
+def build_autoencoder(cfg: AutoencoderConfig = AutoencoderConfig()) -> VQModel:
+    n = len(cfg.block_out_channels)
+    return VQModel(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=cfg.block_out_channels,
+        layers_per_block=cfg.layers_per_block,
+        latent_channels=cfg.latent_channels,
+        num_vq_embeddings=cfg.num_vq_embeddings,
+        norm_num_groups=cfg.norm_num_groups,
+        sample_size=64,
+        scaling_factor=1.0,
+    )
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def tensor_to_images(x: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
+    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class SharedAutoencoder:
+    """The operations both samplers need, on a loaded VQModel."""
+
+    def __init__(self, vq: VQModel):
+        self.vq = vq.eval()
+        self.scaling_factor = float(vq.config.scaling_factor)
+        self.grid = vq.config.sample_size // 2 ** (len(vq.config.block_out_channels) - 1)
+        self.latent_channels = vq.config.latent_channels
+        self.codebook_size = vq.config.num_vq_embeddings
+
+    @torch.no_grad()
+    def encode(self, images: np.ndarray) -> torch.Tensor:
+        """(B, 64, 64, 3) uint8 -> scaled continuous latents (B, C, g, g)."""
+        return self.vq.encode(images_to_tensor(images)).latents * self.scaling_factor
+
+    @torch.no_grad()
+    def latents_to_codes(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (B, C, g, g) -> codes (B, g*g), raster order."""
+        _, _, (_, _, idx) = self.vq.quantize(latents / self.scaling_factor)
+        return idx.view(latents.shape[0], -1)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
+        """Scaled latents (B, C, g, g) -> pictures (B, 64, 64, 3) uint8 (quantised first)."""
+        return tensor_to_images(self.vq.decode(latents / self.scaling_factor).sample)
+
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor) -> np.ndarray:
+        """Codes (B, g*g) -> pictures (B, 64, 64, 3) uint8."""
+        b = codes.shape[0]
+        quant = self.vq.quantize.get_codebook_entry(codes.reshape(-1), (b, self.grid, self.grid, self.latent_channels))
+        return tensor_to_images(self.vq.decode(quant, force_not_quantize=True).sample)

@@ -1,0 +1,165 @@
+"""The embedded autoregressive model: a transformers LlamaForCausalLM that writes the shared
+autoencoder's codes one at a time, in raster order, after the prompt:
+
+    [PAD.. BOS w1 .. wn] [BEGIN-IMAGE] [c_0 c_1 ... c_255]        (24 + 1 + 256 tokens)
+
+One vocabulary holds the prompt words (ids 0..V-1), BEGIN-IMAGE (id V) and the image codes
+(ids V+1 .. V+K). `autoregressive_progressive()` is the sampler: a generator that yields one
+`AutoregressiveFrame` per token, with the KV cache, temperature, top-k, top-p and
+classifier-free guidance (a conditional and an unconditional stream, batched).
+
+    python -m playground generate "a small blue star at the top" --out out/
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from .autoencoder import SharedAutoencoder
+from .frames import UNWRITTEN, AutoregressiveFrame
+from .text import MAX_PROMPT_TOKENS, PromptEncoder
+
+NUM_CANDIDATES = 5
+
+
+@dataclass
+class AutoregressiveConfig:
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 704
+
+
+def build_transformer(cfg: AutoregressiveConfig, text_vocab_size: int, codebook_size: int, grid: int, pad_id: int, bos_id: int) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=text_vocab_size + 1 + codebook_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=MAX_PROMPT_TOKENS + 1 + grid * grid,
+        pad_token_id=pad_id,
+        bos_token_id=bos_id,
+        eos_token_id=bos_id,
+        tie_word_embeddings=False,
+    )
+    # Where the image lives in the vocabulary, saved with the config.
+    config.boi_token_id = text_vocab_size
+    config.image_token_offset = text_vocab_size + 1
+    config.codebook_size = codebook_size
+    config.image_grid = grid
+    return LlamaForCausalLM(config)
+
+
+def training_sequences(prompt_ids: torch.Tensor, codes: torch.Tensor, config) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model inputs and labels: prompt_ids (B, P), codes (B, N) -> (B, P + 1 + N) each.
+    Only image codes are learned (labels are -100 on the prompt and BEGIN-IMAGE)."""
+    b, p = prompt_ids.shape
+    boi = torch.full((b, 1), config.boi_token_id, dtype=torch.long)
+    input_ids = torch.cat([prompt_ids, boi, codes + config.image_token_offset], dim=1)  # (B, T)
+    labels = input_ids.clone()
+    labels[:, : p + 1] = -100
+    return input_ids, labels
+
+
+@dataclass
+class AutoregressiveModel:
+    """Everything the autoregressive sampler needs, loaded."""
+
+    transformer: LlamaForCausalLM
+    prompt_encoder: PromptEncoder
+    autoencoder: SharedAutoencoder
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Keep the top-k logits and the smallest set whose probability reaches top-p; -inf elsewhere.
+    logits: (B, K)."""
+    if top_k and 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cum - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses top-p
+        logits = logits.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def autoregressive_progressive(
+    model: AutoregressiveModel,
+    prompt: str,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    guidance_scale: float = 3.0,
+    use_cache: bool = True,
+):
+    """Generate one picture, yielding an `AutoregressiveFrame` after every token."""
+    start = time.perf_counter()
+    lm, cfg = model.transformer, model.transformer.config
+    enc = model.prompt_encoder(prompt)
+    n = cfg.image_grid**2
+    offset, k = cfg.image_token_offset, cfg.codebook_size
+
+    # 1. The prefix: prompt + BEGIN-IMAGE, and the empty prompt's for guidance.
+    use_cfg = guidance_scale != 1.0 and not enc.unconditional
+    prompts = [model.prompt_encoder("").input_ids, enc.input_ids] if use_cfg else [enc.input_ids]
+    seq = torch.tensor([p + [cfg.boi_token_id] for p in prompts], dtype=torch.long)  # (B, P + 1)
+    out = lm(input_ids=seq, use_cache=use_cache)
+    evaluations = 1
+    generator = torch.Generator().manual_seed(int(seed))
+    codes = torch.full((n,), UNWRITTEN, dtype=torch.long)
+
+    for i in range(n):
+        # 2. Logits over image codes only; guidance mixes the two streams.
+        logits = out.logits[:, -1, offset : offset + k].float()  # (B, K)
+        if use_cfg:
+            logits = logits[0:1] + guidance_scale * (logits[1:2] - logits[0:1])  # (1, K)
+        # 3. Choose the token: greedy at temperature 0, else sample from the filtered distribution.
+        if temperature <= 0:
+            probs = logits.softmax(-1)
+            token = int(logits.argmax(-1))
+        else:
+            probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)  # (1, K)
+            token = int(torch.multinomial(probs, 1, generator=generator))
+        top = torch.topk(probs[0], NUM_CANDIDATES)
+        codes[i] = token
+        yield AutoregressiveFrame(
+            step=i + 1,
+            total=n,
+            elapsed_ms=(time.perf_counter() - start) * 1000,
+            network_evaluations=evaluations,
+            autoencoder=model.autoencoder,
+            unknown_words=enc.unknown_words,
+            unconditional=enc.unconditional,
+            codes=codes.clone(),
+            position=i,
+            token=token,
+            candidates=[(int(c), float(p)) for c, p in zip(top.indices, top.values)],
+            grid=cfg.image_grid,
+        )
+        if i == n - 1:
+            break
+        # 4. Feed the token back: one new position with the KV cache, the whole sequence without.
+        new = torch.full((seq.shape[0], 1), token + offset, dtype=torch.long)
+        seq = torch.cat([seq, new], dim=1)
+        if use_cache:
+            out = lm(input_ids=new, cache=out.cache, use_cache=True)
+        else:
+            out = lm(input_ids=seq, use_cache=False)
+        evaluations += 1
+
+
+def sample(model: AutoregressiveModel, prompt: str, **kwargs):
+    """The final frame of `autoregressive_progressive` (its `.image()` is the picture)."""
+    frame = None
+    for frame in autoregressive_progressive(model, prompt, **kwargs):
+        pass
+    return frame

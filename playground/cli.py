@@ -1,0 +1,138 @@
+"""The command line: the same generators the playground streams, written to files.
+
+    python -m playground generate "a large red circle on the left and a small blue star on the right on a yellow background" --seed 0 --out out/
+    python -m playground generate --prompts-file prompts.txt --out out/       # out/0000/, out/0001/, ...
+
+Each run folder gets diffusion.png, autoregressive.png, diffusion.gif, autoregressive.gif,
+comparison.png and report.json. Bad input: a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from .settings import GenerationSettings, SettingsError, validate_prompt
+
+EXIT_BAD_INPUT = 2
+MAX_PROMPTS = 10000
+
+
+def add_settings_arguments(p: argparse.ArgumentParser) -> None:
+    d = GenerationSettings()
+    p.add_argument("--seed", default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--steps", dest="num_inference_steps", default=d.num_inference_steps, help="diffusion denoising steps")
+    p.add_argument("--scheduler", default=d.scheduler, help="diffusion scheduler: ddim, euler, ddpm or dpm")
+    p.add_argument("--guidance-scale", default=d.guidance_scale, help="diffusion classifier-free guidance")
+    p.add_argument("--temperature", default=d.temperature, help="autoregressive sampling temperature (0: greedy)")
+    p.add_argument("--top-k", default=d.top_k, help="autoregressive top-k (0: off)")
+    p.add_argument("--top-p", default=d.top_p, help="autoregressive top-p (1: off)")
+    p.add_argument("--ar-guidance-scale", default=d.ar_guidance_scale, help="autoregressive classifier-free guidance")
+
+
+def settings_from_args(args) -> GenerationSettings:
+    return GenerationSettings(
+        seed=args.seed, num_inference_steps=args.num_inference_steps, scheduler=args.scheduler,
+        guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, ar_guidance_scale=args.ar_guidance_scale,
+    ).validated()
+
+
+def generate_one(engine, prompt: str, settings: GenerationSettings, out: Path) -> dict:
+    """Run both samplers on one prompt and write the run folder; returns the report."""
+    from .outputs import comparison_strip, save_gif
+
+    out.mkdir(parents=True, exist_ok=True)
+    enc = engine.prompt_encoder(prompt)
+    report = {"prompt": prompt, "settings": settings.as_dict(), "unknown_words": enc.unknown_words,
+              "unconditional": enc.unconditional, "message": enc.message()}
+    runs = {}
+    for name, progressive, kwargs in (
+        ("diffusion", engine.diffusion_progressive, settings.diffusion_kwargs()),
+        ("autoregressive", engine.autoregressive_progressive, settings.autoregressive_kwargs()),
+    ):
+        t0 = time.perf_counter()
+        frames = list(progressive(prompt, **kwargs))
+        image = frames[-1].image()
+        seconds = time.perf_counter() - t0
+        Image.fromarray(image).save(out / f"{name}.png")
+        save_gif(frames, out / f"{name}.gif")
+        runs[name] = frames
+        report[name] = {"seconds": round(seconds, 4), "steps": frames[-1].total,
+                        "network_evaluations": frames[-1].network_evaluations}
+    Image.fromarray(comparison_strip(runs["diffusion"], runs["autoregressive"])).save(out / "comparison.png")
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def read_prompts(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SettingsError(f"cannot read prompts file {path}: {e.strerror if isinstance(e, OSError) else 'not UTF-8 text'}") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise SettingsError(f"prompts file {path} has no prompts (one per line)")
+    if len(prompts) > MAX_PROMPTS:
+        raise SettingsError(f"prompts file {path} has {len(prompts)} prompts; at most {MAX_PROMPTS}")
+    return [validate_prompt(p) for p in prompts]
+
+
+def cmd_generate(args) -> int:
+    settings = settings_from_args(args)
+    if args.prompts_file:
+        if args.prompt:
+            raise SettingsError("give a prompt or --prompts-file, not both")
+        prompts = read_prompts(args.prompts_file)
+    else:
+        prompts = [validate_prompt(args.prompt or "")]
+    from .engine import load_engine
+
+    engine = load_engine(args.assets)
+    out = Path(args.out)
+    for i, prompt in enumerate(prompts):
+        folder = out / f"{i:04d}" if args.prompts_file else out
+        report = generate_one(engine, prompt, settings, folder)
+        if report["message"]:
+            print(f"note: {report['message']}", file=sys.stderr)
+        d, a = report["diffusion"], report["autoregressive"]
+        print(f"{folder}: diffusion {d['seconds']:.2f} s ({d['steps']} steps), "
+              f"autoregressive {a['seconds']:.2f} s ({a['steps']} tokens)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m playground", description="Diffusion and autoregressive image generation, side by side.")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="generate a picture with both models and write the run to a folder")
+    g.add_argument("prompt", nargs="?", default=None, help="the prompt (empty: unconditional)")
+    g.add_argument("--prompts-file", help="one prompt per line; writes OUT/0000/, OUT/0001/, ...")
+    g.add_argument("--out", default="out", help="output folder (default: out)")
+    g.add_argument("--assets", default=os.environ.get("PLAYGROUND_ASSETS"), help="model folder (default: the shipped assets/)")
+    add_settings_arguments(g)
+    g.set_defaults(func=cmd_generate)
+    return p
+
+
+def main(argv=None) -> int:
+    from .engine import ModelNotFoundError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (SettingsError, ModelNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:
+        print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,188 @@
+"""The embedded diffusion model: a diffusers UNet2DConditionModel that denoises the shared
+autoencoder's continuous latent, steered by a small CLIP text encoder through cross-attention.
+
+The scheduler is separate from the network (diffusers style): DDPM is used for training and
+any of `SCHEDULERS` for sampling. `diffusion_progressive()` is the sampler, a generator that
+yields one `DiffusionFrame` per denoising step; `sample()` drains it.
+
+    python -m playground generate "a large red circle on the left" --out out/
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from .autoencoder import SharedAutoencoder
+from .frames import DiffusionFrame
+from .text import MAX_PROMPT_TOKENS, PromptEncoder
+
+
+@dataclass
+class DiffusionConfig:
+    block_out_channels: tuple[int, ...] = (64, 128)  # 16x16 -> 8x8
+    layers_per_block: int = 1
+    attention_head_dim: int = 32
+    text_hidden_size: int = 128  # = the UNet's cross_attention_dim
+    text_layers: int = 2
+    text_heads: int = 4
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"
+
+
+def build_unet(cfg: DiffusionConfig, latent_channels: int = 4, grid: int = 16) -> UNet2DConditionModel:
+    n = len(cfg.block_out_channels)
+    return UNet2DConditionModel(
+        sample_size=grid,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+        block_out_channels=cfg.block_out_channels,
+        layers_per_block=cfg.layers_per_block,
+        cross_attention_dim=cfg.text_hidden_size,
+        attention_head_dim=cfg.attention_head_dim,
+        norm_num_groups=16,
+    )
+
+
+def build_text_encoder(cfg: DiffusionConfig, vocab_size: int, pad_id: int, bos_id: int) -> CLIPTextModel:
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=cfg.text_hidden_size,
+            intermediate_size=cfg.text_hidden_size * 4,
+            num_hidden_layers=cfg.text_layers,
+            num_attention_heads=cfg.text_heads,
+            max_position_embeddings=MAX_PROMPT_TOKENS,
+            pad_token_id=pad_id,
+            bos_token_id=bos_id,
+            eos_token_id=bos_id,
+            projection_dim=cfg.text_hidden_size,
+        )
+    )
+
+
+def build_train_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
+    return DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type,
+        clip_sample=False,
+    )
+
+
+SCHEDULERS = {
+    "ddim": DDIMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "ddpm": DDPMScheduler,
+    "dpm": DPMSolverMultistepScheduler,
+}
+
+
+def make_scheduler(name: str, config) -> object:
+    """A sampling scheduler by name, from the training scheduler's config."""
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    return SCHEDULERS[name].from_config(config)
+
+
+@dataclass
+class DiffusionModel:
+    """Everything the diffusion sampler needs, loaded."""
+
+    unet: UNet2DConditionModel
+    text_encoder: CLIPTextModel
+    prompt_encoder: PromptEncoder
+    autoencoder: SharedAutoencoder
+    scheduler_config: dict
+
+    @torch.no_grad()
+    def encode_prompts(self, input_ids: list[list[int]]) -> torch.Tensor:
+        ids = torch.tensor(input_ids, dtype=torch.long)  # (B, T)
+        return self.text_encoder(input_ids=ids).last_hidden_state  # (B, T, D)
+
+
+def predicted_x0(scheduler, latents: torch.Tensor, model_output: torch.Tensor, t, step_output) -> torch.Tensor:
+    """The model's estimate of the clean latent at this step (x0)."""
+    x0 = getattr(step_output, "pred_original_sample", None)
+    if x0 is not None:
+        return x0
+    # Schedulers that do not report it (DPM-Solver): x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t).
+    a = scheduler.alphas_cumprod[int(t)]
+    return (latents - (1 - a).sqrt() * model_output) / a.sqrt()
+
+
+@torch.no_grad()
+def diffusion_progressive(
+    model: DiffusionModel,
+    prompt: str,
+    seed: int = 0,
+    num_inference_steps: int = 20,
+    guidance_scale: float = 3.0,
+    scheduler: str = "ddim",
+):
+    """Generate one picture, yielding a `DiffusionFrame` after every denoising step."""
+    start = time.perf_counter()
+    enc = model.prompt_encoder(prompt)
+    sched = make_scheduler(scheduler, model.scheduler_config)
+    ae = model.autoencoder
+
+    # 1. Encode the prompt and the empty prompt (classifier-free guidance needs both).
+    use_cfg = guidance_scale != 1.0 and not enc.unconditional
+    uncond = model.prompt_encoder("").input_ids
+    context = model.encode_prompts([uncond, enc.input_ids] if use_cfg else [enc.input_ids])  # (B, T, D)
+    evaluations = 1
+
+    # 2. Start from seeded Gaussian noise in the autoencoder's latent space.
+    sched.set_timesteps(num_inference_steps)
+    generator = torch.Generator().manual_seed(int(seed))
+    shape = (1, ae.latent_channels, ae.grid, ae.grid)
+    latents = torch.randn(shape, generator=generator) * sched.init_noise_sigma  # (1, C, g, g)
+
+    for i, t in enumerate(sched.timesteps):
+        # 3. Predict the noise, for the prompt and (with guidance) for the empty prompt.
+        x_in = torch.cat([latents] * context.shape[0])
+        x_in = sched.scale_model_input(x_in, t)
+        eps = model.unet(x_in, t, encoder_hidden_states=context).sample  # (B, C, g, g)
+        evaluations += 1
+        # 4. Classifier-free guidance: push away from the unconditional prediction.
+        if use_cfg:
+            eps_uncond, eps_cond = eps.chunk(2)
+            eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+        # 5. One scheduler step: the next, less noisy latent and the predicted clean one.
+        model_input = sched.scale_model_input(latents, t)
+        out = sched.step(eps, t, latents, generator=generator)
+        x0 = predicted_x0(sched, model_input, eps, t, out)
+        latents = out.prev_sample
+        yield DiffusionFrame(
+            step=i + 1,
+            total=len(sched.timesteps),
+            timestep=int(t),
+            elapsed_ms=(time.perf_counter() - start) * 1000,
+            network_evaluations=evaluations,
+            latents=latents,
+            pred_x0=x0,
+            autoencoder=ae,
+            unknown_words=enc.unknown_words,
+            unconditional=enc.unconditional,
+        )
+
+
+def sample(model: DiffusionModel, prompt: str, **kwargs):
+    """The final frame of `diffusion_progressive` (its `.image()` is the picture)."""
+    frame = None
+    for frame in diffusion_progressive(model, prompt, **kwargs):
+        pass
+    return frame

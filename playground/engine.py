@@ -1,0 +1,104 @@
+"""Loading the embedded models: `assets/` holds ordinary Hugging Face checkpoints.
+
+    assets/
+      tokenizer/tokenizer.json      word-level tokenizer (tokenizers)
+      vqvae/                        the shared autoencoder (diffusers VQModel)
+      unet/  text_encoder/  scheduler/   the diffusion model (diffusers + transformers CLIP)
+      transformer/                  the autoregressive model (transformers Llama)
+
+`load_engine(folder)` loads them all with `from_pretrained` (safetensors only) and returns an
+`Engine`; any folder laid out the same way (such as the tiny random ones the tests build) works.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .autoencoder import SharedAutoencoder
+from .autoregressive import AutoregressiveModel, autoregressive_progressive
+from .diffusion import SCHEDULERS, DiffusionModel, diffusion_progressive
+from .text import PromptEncoder
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+REQUIRED = ("tokenizer/tokenizer.json", "vqvae", "unet", "text_encoder", "scheduler", "transformer")
+
+
+class ModelNotFoundError(RuntimeError):
+    """A model folder is missing or incomplete (the message says which part, and how to fix it)."""
+
+
+@dataclass
+class Engine:
+    diffusion: DiffusionModel
+    autoregressive: AutoregressiveModel
+    folder: Path
+
+    def diffusion_progressive(self, prompt: str, **kwargs):
+        return diffusion_progressive(self.diffusion, prompt, **kwargs)
+
+    def autoregressive_progressive(self, prompt: str, **kwargs):
+        return autoregressive_progressive(self.autoregressive, prompt, **kwargs)
+
+    @property
+    def prompt_encoder(self) -> PromptEncoder:
+        return self.diffusion.prompt_encoder
+
+    @property
+    def schedulers(self) -> list[str]:
+        return list(SCHEDULERS)
+
+
+def load_engine(folder: str | Path | None = None) -> Engine:
+    """Load both embedded models from `folder` (default: the shipped assets/)."""
+    from diffusers import UNet2DConditionModel, VQModel
+    from transformers import CLIPTextModel, LlamaForCausalLM
+
+    folder = Path(folder or os.environ.get("PLAYGROUND_ASSETS") or ASSETS_DIR)
+    torch.set_flush_denormal(True)  # tiny floats otherwise slow these CPUs down several times
+    missing = [p for p in REQUIRED if not (folder / p).exists()]
+    if missing:
+        raise ModelNotFoundError(
+            f"the embedded models in {folder} are incomplete (missing: {', '.join(missing)}); "
+            "restore assets/ from git or rebuild them with `python -m playground.train`"
+        )
+    prompt_encoder = PromptEncoder.from_pretrained(folder / "tokenizer")
+    autoencoder = SharedAutoencoder(VQModel.from_pretrained(folder / "vqvae", use_safetensors=True))
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True).eval()
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True).eval()
+    transformer = LlamaForCausalLM.from_pretrained(folder / "transformer", use_safetensors=True).eval()
+    from diffusers import DDPMScheduler
+
+    scheduler_config = DDPMScheduler.load_config(folder / "scheduler")
+    return Engine(
+        diffusion=DiffusionModel(unet, text_encoder, prompt_encoder, autoencoder, scheduler_config),
+        autoregressive=AutoregressiveModel(transformer, prompt_encoder, autoencoder),
+        folder=folder,
+    )
+
+
+def build_random_assets(folder: str | Path, seed: int = 0) -> Path:
+    """Tiny, seeded, untrained models saved in the assets layout: for fast tests and demos of
+    the machinery. Loaded with `load_engine(folder)` like the real ones."""
+    from .autoencoder import AutoencoderConfig, build_autoencoder
+    from .autoregressive import AutoregressiveConfig, build_transformer
+    from .diffusion import DiffusionConfig, build_text_encoder, build_train_scheduler, build_unet
+    from .text import save_tokenizer
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    save_tokenizer(folder / "tokenizer")
+    pe = PromptEncoder.from_pretrained(folder / "tokenizer")
+    vq = build_autoencoder(AutoencoderConfig(block_out_channels=(8, 8, 8), num_vq_embeddings=32, norm_num_groups=4))
+    vq.save_pretrained(folder / "vqvae")
+    dcfg = DiffusionConfig(block_out_channels=(16, 32), attention_head_dim=8, text_hidden_size=32, text_layers=1, text_heads=2)
+    unet = build_unet(dcfg, latent_channels=4, grid=16)
+    unet.save_pretrained(folder / "unet")
+    build_text_encoder(dcfg, pe.vocab_size, pe.pad_id, pe.bos_id).save_pretrained(folder / "text_encoder")
+    build_train_scheduler(dcfg).save_pretrained(folder / "scheduler")
+    acfg = AutoregressiveConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    build_transformer(acfg, pe.vocab_size, 32, 16, pe.pad_id, pe.bos_id).save_pretrained(folder / "transformer")
+    return folder

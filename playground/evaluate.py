@@ -1,0 +1,97 @@
+"""Evaluate the embedded models: prompt adherence by the shapes-world checker, per paradigm.
+
+    python -m playground.evaluate                 # 200 seen + 100 held-out prompts (about 10 min)
+    python -m playground.evaluate --seen 20 --held-out 10
+
+Seen prompts name every part (size, colour, shape, place, background) with colour-shape pairs
+that training saw; held-out prompts contain at least one pair training never saw. Prints a
+table and writes the figures to runs/evaluation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .engine import load_engine
+from .settings import GenerationSettings
+from .shapes import caption, check, sample_scene
+
+
+def evaluation_prompts(n: int, held_out: str, seed: int) -> list[str]:
+    """n full captions (every part named), seeded; held_out is "exclude" or "require"."""
+    rng = np.random.default_rng(seed)
+    return [caption(sample_scene(rng, held_out=held_out)) for _ in range(n)]
+
+
+def adherence(engine, prompts: list[str], settings: GenerationSettings, paradigm: str, examples: Path | None = None) -> dict:
+    """Share of prompts whose picture matches by the checker, and seconds per picture."""
+    run = engine.diffusion_progressive if paradigm == "diffusion" else engine.autoregressive_progressive
+    kwargs = settings.diffusion_kwargs() if paradigm == "diffusion" else settings.autoregressive_kwargs()
+    ok, seconds, failures = 0, [], []
+    for i, prompt in enumerate(prompts):
+        t0 = time.perf_counter()
+        frame = None
+        for frame in run(prompt, **{**kwargs, "seed": i}):
+            pass
+        image = frame.image()
+        seconds.append(time.perf_counter() - t0)
+        result = check(image, prompt)
+        ok += result.ok
+        if not result.ok and len(failures) < 5:
+            failures.append({"prompt": prompt, "reasons": result.reasons})
+        if examples is not None and i < 16:
+            from PIL import Image
+
+            examples.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(examples / f"{paradigm}-{i:02d}-{'ok' if result.ok else 'no'}.png")
+    return {"adherence": ok / max(len(prompts), 1), "n": len(prompts),
+            "seconds_per_image": float(np.mean(seconds)), "failures": failures}
+
+
+def autoencoder_psnr(engine, n: int = 500, seed: int = 1000) -> float:
+    from .shapes import render
+
+    rng = np.random.default_rng(seed)
+    images = np.stack([render(sample_scene(rng, held_out="include")) for _ in range(n)])
+    ae = engine.autoregressive.autoencoder
+    recon = ae.decode_codes(ae.latents_to_codes(ae.encode(images)))
+    mse = np.mean((recon.astype(np.float64) - images) ** 2)
+    return float(10 * np.log10(255**2 / mse))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seen", type=int, default=200)
+    p.add_argument("--held-out", type=int, default=100)
+    p.add_argument("--assets", default=None)
+    p.add_argument("--paradigm", choices=["both", "diffusion", "autoregressive"], default="both")
+    p.add_argument("--examples", default="runs/eval-examples", help="folder for a few example pictures")
+    p.add_argument("--out", default="runs/evaluation.json")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    engine = load_engine(args.assets)
+    settings = GenerationSettings()
+    report = {"settings": settings.as_dict(), "autoencoder_psnr_db": autoencoder_psnr(engine)}
+    print(f"autoencoder PSNR: {report['autoencoder_psnr_db']:.2f} dB")
+    sets = {"seen": evaluation_prompts(args.seen, "exclude", 123), "held_out": evaluation_prompts(args.held_out, "require", 456)}
+    paradigms = ["diffusion", "autoregressive"] if args.paradigm == "both" else [args.paradigm]
+    for paradigm in paradigms:
+        for name, prompts in sets.items():
+            if not prompts:
+                continue
+            r = adherence(engine, prompts, settings, paradigm, Path(args.examples) / name)
+            report[f"{paradigm}/{name}"] = r
+            print(f"{paradigm:15s} {name:9s} adherence {r['adherence']:6.1%} of {r['n']:3d}   {r['seconds_per_image']:.2f} s/image", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

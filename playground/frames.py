@@ -1,0 +1,130 @@
+"""The small typed frames that every sampler yields, and the pure preview functions.
+
+A frame holds tensors (a latent, a token grid) and decodes its pictures only when asked, and
+at most once: a consumer that shows one frame in ten pays for one decode in ten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+UNWRITTEN = -1  # code of a grid cell the autoregressive model has not written yet
+
+
+@dataclass
+class Frame:
+    step: int  # 1-based: denoising steps or tokens done
+    total: int
+    elapsed_ms: float
+    network_evaluations: int
+    autoencoder: object = field(repr=False)
+    unknown_words: list[str] = field(default_factory=list)
+    unconditional: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total
+
+    @property
+    def fraction(self) -> float:
+        return self.step / max(self.total, 1)
+
+    def _cached(self, key: str, fn) -> np.ndarray:
+        cache = self.__dict__.setdefault("_previews", {})
+        if key not in cache:
+            cache[key] = fn()
+        return cache[key]
+
+
+@dataclass
+class DiffusionFrame(Frame):
+    timestep: int = 0
+    latents: torch.Tensor | None = field(default=None, repr=False)  # (1, C, g, g) the noisy state
+    pred_x0: torch.Tensor | None = field(default=None, repr=False)  # (1, C, g, g) predicted clean
+
+    kind = "diffusion"
+
+    def noisy_image(self) -> np.ndarray:
+        """The current noisy latent, decoded: (64, 64, 3) uint8."""
+        return self._cached("noisy", lambda: self.autoencoder.decode_latents(self.latents)[0])
+
+    def x0_image(self) -> np.ndarray:
+        """The model's predicted clean picture at this step: (64, 64, 3) uint8."""
+        return self._cached("x0", lambda: self.autoencoder.decode_latents(self.pred_x0)[0])
+
+    def image(self) -> np.ndarray:
+        """The picture this frame stands for: the final picture once done, else the x0 guess."""
+        return self.noisy_image() if self.done else self.x0_image()
+
+
+@dataclass
+class AutoregressiveFrame(Frame):
+    codes: torch.Tensor | None = field(default=None, repr=False)  # (g*g,) long, UNWRITTEN where not yet
+    position: int = 0  # raster index of the token just written
+    token: int = 0
+    candidates: list[tuple[int, float]] = field(default_factory=list)  # top (code, probability)
+    grid: int = 16
+    kept: int = 0  # tokens copied from an input picture (editing), not written by the model
+
+    kind = "autoregressive"
+
+    @property
+    def row_col(self) -> tuple[int, int]:
+        return divmod(self.position, self.grid)
+
+    def raw_image(self) -> np.ndarray:
+        """The grid decoded as it stands, unwritten cells given code 0: (64, 64, 3) uint8."""
+        def decode():
+            codes = self.codes.clone()
+            codes[codes == UNWRITTEN] = 0
+            return self.autoencoder.decode_codes(codes[None])[0]
+
+        return self._cached("raw", decode)
+
+    def image(self) -> np.ndarray:
+        """The final picture once done; before that the partial grid (64x64, unwritten hatched)."""
+        return self.raw_image() if self.done else self.preview(scale=1)
+
+    def preview(self, scale: int = 4) -> np.ndarray:
+        """The partial grid enlarged `scale` times: unwritten cells hatched, current cell boxed."""
+        def draw():
+            written = (self.codes != UNWRITTEN).view(self.grid, self.grid).numpy()
+            current = None if self.done or scale < 2 else self.position
+            return mark_partial_grid(upscale(self.raw_image(), scale), written, current)
+
+        return self._cached(f"preview{scale}", draw)
+
+
+# ----------------------------------------------------------------------------- pure previews
+
+
+def mark_partial_grid(image: np.ndarray, written: np.ndarray, position: int | None) -> np.ndarray:
+    """Hatch the cells not yet written and outline the cell at `position` (raster index).
+
+    image: (H, W, 3) uint8; written: (g, g) bool. Returns a new (H, W, 3) uint8 array.
+    """
+    h, w, _ = image.shape
+    g = written.shape[0]
+    cell = h // g
+    out = image.copy()
+    mask = np.kron(~written, np.ones((cell, cell), dtype=bool))  # (H, W) True where unwritten
+    yy, xx = np.mgrid[0:h, 0:w]
+    hatch = np.where(((yy + xx) // 2) % 2 == 0, 200, 150).astype(np.uint8)  # grey diagonal stripes
+    out[mask] = hatch[mask][:, None]
+    if position is not None:
+        r, c = divmod(position, g)
+        y0, x0 = r * cell, c * cell
+        box = np.array([255, 0, 255], dtype=np.uint8)  # magenta: visible on every palette colour
+        out[y0, x0 : x0 + cell] = box
+        out[y0 + cell - 1, x0 : x0 + cell] = box
+        out[y0 : y0 + cell, x0] = box
+        out[y0 : y0 + cell, x0 + cell - 1] = box
+    return out
+
+
+def upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement, so that 64x64 pictures stay crisp on a projector."""
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)

@@ -1,0 +1,669 @@
+"""The logic behind the playground page (app.py holds only the layout and the wiring).
+
+One press of Generate is a `LiveRun`: both samplers run on one worker thread, interleaved by
+time share (the one that has used less compute time takes the next step), so the two pictures
+grow together and neither waits for the other to finish. The browser side is `Playground.generate`,
+a gradio generator: it wakes at most `MAX_UPDATES_PER_SECOND` times a second per panel, decodes
+only the newest frame of each run and yields it. Decoding happens on the request's own thread,
+in parallel with the compute, so the engine is not slowed by the display; frames that are never
+shown are never decoded (frames decode lazily).
+
+    Playground        the event handlers app.py wires to its components (one per app, shared)
+    LiveRun / Track   one Generate: the two runs, their frames and compute times, the stop flag
+    *_view, filmstrip the pictures and status lines shown for a frame
+    RunStore          the last few runs by id, for the scrub slider and the downloads
+
+A very fast engine (the tiny test models) would finish before the viewer saw anything, so a run
+may not get more than 1/MIN_FRAMES of its progress ahead of what was shown: every run shows at
+least MIN_FRAMES frames. With the real models this rarely holds the compute back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import gradio as gr
+import torch
+from PIL import Image
+
+from .engine import Engine, ModelNotFoundError, load_engine
+from .outputs import comparison_strip, frame_at, pick, preview_image, save_gif, save_mp4
+from .settings import MAX_SEED, GenerationSettings, SettingsError, validate_prompt
+from .shapes import normalize_prompt, unknown_words
+from .text import MAX_PROMPT_CHARS
+
+log = logging.getLogger(__name__)
+
+MAX_UPDATES_PER_SECOND = 20  # per panel: more is wasted on a projector and costs decoding
+PANEL_DUTY = 0.3  # at most this share of a core spent showing one panel (decoding, encoding)
+MIN_FRAMES = 16  # every run shows at least this many frames, however fast the engine
+PREVIEW_SCALE = 4  # 64x64 pictures shown at 256x256, nearest neighbour (crisp on a projector)
+FILMSTRIP_FRAMES = 8
+FILMSTRIP_SCALE = 2
+GIF_FRAMES = 32
+GENERATE_CONCURRENCY = 2  # Generate requests computed at the same time (one core each here)
+DEFAULT_CONCURRENCY = 4  # every other event (scrub, stop, ...)
+QUEUE_SIZE = 64  # requests waiting beyond this are refused with "queue full"
+MAX_RUNS = 8  # finished runs kept for scrubbing and downloads (a few MB each)
+MAX_SESSIONS = 1024
+
+# The names of the outputs of Generate, in order (app.py builds its components in this order).
+# The first two are the API's pictures: the diffusion picture and the autoregressive picture.
+OUTPUTS = (
+    "diffusion_image",
+    "ar_image",
+    "diffusion_noisy",
+    "diffusion_status",
+    "ar_status",
+    "ar_candidates",
+    "diffusion_filmstrip",
+    "ar_filmstrip",
+    "scrub",
+    "run_key",
+    "stats",
+)
+SCRUB_OUTPUTS = OUTPUTS[:6]  # what the slider changes: the two panels
+# Cached examples show the downloads too (for a live run they are a separate, later event).
+EXAMPLE_OUTPUTS = OUTPUTS + ("downloads",)
+
+
+def ordered(values: dict, names: tuple[str, ...] = OUTPUTS) -> tuple:
+    """A handler's return tuple from {output name: value}; outputs not named are left as they are."""
+    unknown = set(values) - set(names)
+    assert not unknown, f"not outputs: {unknown}"
+    return tuple(values.get(name, gr.skip()) for name in names)
+
+
+# ----------------------------------------------------------------------------- the engine
+
+
+def torch_threads(concurrency: int = GENERATE_CONCURRENCY) -> int:
+    """Threads per torch op: each running Generate keeps two threads busy (compute, display)."""
+    return max(1, (os.cpu_count() or 1) // (2 * concurrency))
+
+
+class EngineHolder:
+    """Loads the engine on first use, once, and shares it between all sessions."""
+
+    def __init__(self, loader: Callable[[], Engine] | None = None):
+        self._loader = loader or load_engine  # load_engine reads PLAYGROUND_ASSETS
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                torch.set_num_threads(torch_threads())
+                started = time.perf_counter()
+                self._engine = self._loader()
+                log.info("models loaded from %s in %.1f s", self._engine.folder, time.perf_counter() - started)
+            return self._engine
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+@dataclass
+class Track:
+    """One sampler's run: its frames so far and the compute time spent to reach each."""
+
+    kind: str  # "diffusion" | "autoregressive"
+    generator: Iterator
+    frames: list = field(default_factory=list)
+    compute_ms: list[float] = field(default_factory=list)  # cumulative, one per frame
+    finished: bool = False
+    shown_step: int = 0  # step of the newest frame handed to the viewer
+    shown: list = field(default_factory=list)  # the frames the viewer was sent (decoded already)
+
+    @property
+    def latest(self):
+        return self.frames[-1] if self.frames else None
+
+    @property
+    def total_compute_ms(self) -> float:
+        return self.compute_ms[-1] if self.compute_ms else 0.0
+
+    @property
+    def unshown(self) -> bool:
+        return bool(self.frames) and self.frames[-1].step > self.shown_step
+
+    def advance(self) -> None:
+        """Compute one step (one denoising step, one token)."""
+        started = time.perf_counter()
+        frame = next(self.generator, None)
+        spent = (time.perf_counter() - started) * 1000
+        if frame is None:
+            self.finished = True
+            return
+        self.compute_ms.append(self.total_compute_ms + spent)
+        self.frames.append(frame)
+        self.finished = frame.done
+
+    def too_far_ahead(self, min_frames: int) -> bool:
+        """Would the next step put this run more than 1/min_frames ahead of what was shown?"""
+        if not min_frames or not self.frames:
+            return False
+        latest = self.frames[-1]
+        return latest.step + 1 - self.shown_step > max(1.0, latest.total / min_frames)
+
+    def compute_ms_at(self, frame) -> float:
+        return self.compute_ms[frame.step - 1]
+
+    @property
+    def keyframes(self) -> list:
+        """The frames to replay (filmstrip, GIF): those shown live, else all of them."""
+        if self.shown and self.frames and self.shown[-1] is not self.frames[-1]:
+            return self.shown + [self.frames[-1]]
+        return self.shown or self.frames
+
+
+class LiveRun:
+    """Both runs of one Generate, computed on a worker thread and read by the viewer."""
+
+    def __init__(self, engine: Engine, prompt: str, settings: GenerationSettings, run_id: str | None = None):
+        self.id = run_id or uuid.uuid4().hex[:12]
+        self.prompt = prompt
+        self.settings = settings
+        self.diffusion = Track("diffusion", engine.diffusion_progressive(prompt, **settings.diffusion_kwargs()))
+        self.autoregressive = Track(
+            "autoregressive", engine.autoregressive_progressive(prompt, **settings.autoregressive_kwargs())
+        )
+        self.stop = threading.Event()  # set by Stop (or a closed connection): compute halts after this step
+        self.done = threading.Event()  # the worker has exited
+        self.changed = threading.Condition()  # new frame computed or frame shown
+        self.error: BaseException | None = None
+        self.downloads: list[str] | None = None  # written once, after the run
+        self.downloads_lock = threading.Lock()
+
+    @property
+    def tracks(self) -> tuple[Track, Track]:
+        return (self.diffusion, self.autoregressive)
+
+    @property
+    def complete(self) -> bool:
+        return all(t.finished for t in self.tracks)
+
+    @property
+    def key(self) -> str:
+        """What the scrub slider needs to find this run again, or recompute it."""
+        return json.dumps({"id": self.id, "prompt": self.prompt, "settings": self.settings.as_dict()})
+
+    # -- the worker
+
+    def start(self, min_frames: int = MIN_FRAMES) -> "LiveRun":
+        threading.Thread(target=self.compute, args=(min_frames,), name=f"run-{self.id}", daemon=True).start()
+        return self
+
+    def compute(self, min_frames: int = 0) -> None:
+        """Advance both runs, by time share, until both are finished or stop is set.
+        With min_frames, wait for the viewer rather than run too far ahead of it."""
+        try:
+            while not self.stop.is_set() and not self.complete:
+                with self.changed:
+                    self.changed.wait_for(lambda: self.stop.is_set() or self._next_track(min_frames), timeout=0.1)
+                track = self._next_track(min_frames)
+                if track is not None and not self.stop.is_set():
+                    track.advance()
+                    with self.changed:
+                        self.changed.notify_all()
+        except BaseException as exc:  # reported to the viewer, which turns it into a message
+            self.error = exc
+        finally:
+            for track in self.tracks:
+                track.generator.close()  # a stopped sampler lets go of its tensors now
+            self.done.set()
+            with self.changed:
+                self.changed.notify_all()
+
+    def _next_track(self, min_frames: int) -> Track | None:
+        ready = [t for t in self.tracks if not t.finished and not t.too_far_ahead(min_frames)]
+        return min(ready, key=lambda t: t.total_compute_ms, default=None)
+
+    # -- the viewer
+
+    def frames_to_show(self, max_per_second: float = MAX_UPDATES_PER_SECOND, duty: float = PANEL_DUTY):
+        """Yield [(track, its newest frame)] for the runs due an update, always the newest frame.
+
+        A run is due again 1/max_per_second after its last update, or later when showing that
+        update took long (decoding, and gradio's encoding while this generator waited at the
+        yield): one panel may keep at most `duty` of a core busy, so that the display never
+        crowds out the compute. Ends when the worker has exited and everything was shown."""
+        next_at = {t.kind: 0.0 for t in self.tracks}
+        while True:
+            with self.changed:
+                self.changed.wait_for(lambda: self.done.is_set() or any(t.unshown for t in self.tracks), timeout=0.1)
+            if self.error is not None:
+                raise self.error
+            now = time.perf_counter()
+            waiting = [t for t in self.tracks if t.unshown]
+            due = [t for t in waiting if now >= next_at[t.kind]]
+            if due:
+                with self.changed:
+                    for t in due:
+                        t.shown_step = t.latest.step
+                        t.shown.append(t.latest)
+                    self.changed.notify_all()
+                yield [(t, t.latest) for t in due]
+                cost = (time.perf_counter() - now) / len(due)
+                for t in due:
+                    next_at[t.kind] = now + max(1 / max_per_second, cost / duty)
+            elif waiting:
+                time.sleep(min(next_at[t.kind] for t in waiting) - now)
+            elif self.done.is_set():
+                return
+
+
+class RunStore:
+    """The last MAX_RUNS runs by id (with their download files), oldest dropped first."""
+
+    def __init__(self, max_runs: int = MAX_RUNS):
+        self.max_runs = max_runs
+        self._runs: OrderedDict[str, LiveRun] = OrderedDict()
+        self._lock = threading.Lock()
+        self.folder = Path(tempfile.mkdtemp(prefix="playground-runs-"))
+
+    def add(self, run: LiveRun) -> None:
+        with self._lock:
+            self._runs[run.id] = run
+            while len(self._runs) > self.max_runs:
+                old_id, _ = self._runs.popitem(last=False)
+                shutil.rmtree(self.folder / old_id, ignore_errors=True)
+
+    def get(self, run_id: str | None) -> LiveRun | None:
+        with self._lock:
+            return self._runs.get(run_id) if run_id else None
+
+    def latest(self) -> LiveRun | None:
+        with self._lock:
+            return next(reversed(self._runs.values()), None)
+
+    def downloads_folder(self, run: LiveRun) -> Path:
+        folder = self.folder / run.id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+# ----------------------------------------------------------------------------- what is shown
+
+
+def diffusion_status(frame, compute_ms: float) -> str:
+    rate = frame.step / max(compute_ms / 1000, 1e-9)
+    return (
+        f"step {frame.step}/{frame.total} · t={frame.timestep} · {compute_ms:.0f} ms · "
+        f"{frame.network_evaluations} evaluations · {rate:.0f} steps/s"
+    )
+
+
+def ar_status(frame, compute_ms: float) -> str:
+    row, col = frame.row_col
+    rate = frame.step / max(compute_ms / 1000, 1e-9)
+    return (
+        f"token {frame.step}/{frame.total} · row {row}, col {col} · {compute_ms:.0f} ms · "
+        f"{frame.network_evaluations} evaluations · {rate:.0f} tokens/s"
+    )
+
+
+def candidates_markdown(frame) -> str:
+    """The codebook entries the AR model considered for the cell it just wrote."""
+    row, col = frame.row_col
+    codes = " | ".join(f"**{c}**" if c == frame.token else str(c) for c, _ in frame.candidates)
+    probs = " | ".join(f"{p:.1%}" for _, p in frame.candidates)
+    line = "---|" * len(frame.candidates)
+    return (
+        f"Cell row {row}, col {col}: wrote code **{frame.token}**. Top candidates:\n\n"
+        f"| code | {codes} |\n|---|{line}\n| probability | {probs} |"
+    )
+
+
+def picture(frame, scale: int = PREVIEW_SCALE):
+    """The main picture of a frame: diffusion's x0 guess (its final picture once done), the
+    autoregressive partial grid."""
+    return preview_image(frame, scale, view="noisy" if frame.done else "x0")
+
+
+def with_note(status: str, frame, note: str) -> str:
+    if note:
+        return f"{note} {status}"
+    return f"✓ done · {status}" if frame.done else status
+
+
+def decode_diffusion_frame(frame) -> None:
+    """Decode a diffusion frame's noisy state and x0 guess in one batch (about 40 % cheaper than
+    one at a time), into the frame's own cache, where noisy_image() and x0_image() find them."""
+    if frame.done or "_previews" in frame.__dict__:
+        return  # the final picture is the noisy state alone; or decoded already
+    noisy, x0 = frame.autoencoder.decode_latents(torch.cat([frame.latents, frame.pred_x0]))
+    frame._cached("noisy", lambda: noisy)
+    frame._cached("x0", lambda: x0)
+
+
+def diffusion_view(frame, compute_ms: float, note: str = "") -> dict:
+    decode_diffusion_frame(frame)
+    return {
+        "diffusion_image": picture(frame),
+        "diffusion_noisy": preview_image(frame, PREVIEW_SCALE, view="noisy"),
+        "diffusion_status": with_note(diffusion_status(frame, compute_ms), frame, note),
+    }
+
+
+def ar_view(frame, compute_ms: float, note: str = "") -> dict:
+    return {
+        "ar_image": picture(frame),
+        "ar_candidates": candidates_markdown(frame),
+        "ar_status": with_note(ar_status(frame, compute_ms), frame, note),
+    }
+
+
+def track_view(track: Track, frame, note: str = "") -> dict:
+    view = diffusion_view if track.kind == "diffusion" else ar_view
+    return view(frame, track.compute_ms_at(frame), note)
+
+
+def panels(run: LiveRun, fraction: float = 1.0, note: str = "") -> dict:
+    """Both panels at a fraction of each run's progress (1.0: the newest frames)."""
+    values = {}
+    for track in run.tracks:
+        frame = frame_at(track.frames, fraction)
+        if frame is not None:
+            values.update(track_view(track, frame, note))
+    return values
+
+
+def filmstrip(track: Track) -> list[tuple]:
+    return [
+        (picture(f, FILMSTRIP_SCALE), f"{'step' if track.kind == 'diffusion' else 'token'} {f.step}/{f.total}")
+        for f in pick(track.keyframes, FILMSTRIP_FRAMES)
+    ]
+
+
+def write_downloads(run: LiveRun, folder: Path) -> list[str]:
+    """Each run's GIF (and MP4 where imageio-ffmpeg is installed) and the comparison strip,
+    made of the frames shown live (decoded already) where there are such."""
+    paths = []
+    for track in run.tracks:
+        if track.frames:
+            paths.append(save_gif(track.keyframes, folder / f"{track.kind}.gif", max_frames=GIF_FRAMES))
+            paths.append(save_mp4(track.keyframes, folder / f"{track.kind}.mp4", max_frames=GIF_FRAMES))
+    if run.diffusion.frames and run.autoregressive.frames:
+        strip = comparison_strip(run.diffusion.keyframes, run.autoregressive.keyframes)
+        Image.fromarray(strip).save(folder / "comparison.png")
+        paths.append(folder / "comparison.png")
+    return [str(p) for p in paths if p is not None]
+
+
+# ----------------------------------------------------------------------------- prompt help
+
+
+def prompt_feedback(prompt: str | None) -> str:
+    """A line under the prompt box, updated as the user types (no model involved)."""
+    prompt = prompt or ""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        return f"⚠️ The prompt is {len(prompt):,} characters long; at most {MAX_PROMPT_CHARS:,} are allowed."
+    if not prompt.strip():
+        return "Empty prompt: both models will draw without one (unconditional generation)."
+    unknown = unknown_words(prompt)
+    known = [w for w in normalize_prompt(prompt) if w not in unknown]
+    if not known:
+        return "⚠️ No known words: both models will draw without a prompt (unconditional generation)."
+    if unknown:
+        return "⚠️ Not in the vocabulary, will be ignored: " + ", ".join(f"~~{w}~~" for w in unknown)
+    return "✓ Every word is known."
+
+
+def start_warning(prompt: str, encoded) -> str | None:
+    """Why a run will be unconditional, or None."""
+    if not prompt.strip():
+        return "The prompt is empty: both models draw without a prompt (unconditional generation)."
+    if encoded.unconditional:
+        return "The prompt has no known words: both models draw without a prompt (unconditional generation)."
+    return None
+
+
+def end_warning(encoded) -> str | None:
+    """What was left out of a prompt that was used, or None."""
+    if encoded.unconditional:
+        return None  # said at the start
+    return encoded.message() or None
+
+
+# ----------------------------------------------------------------------------- the handlers
+
+
+def parse_settings(prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale):
+    """The prompt and validated settings; gr.Error with the reason when they cannot be used."""
+    try:
+        prompt = validate_prompt(prompt)
+        settings = GenerationSettings(
+            seed=seed,
+            num_inference_steps=num_inference_steps,
+            scheduler=scheduler,
+            guidance_scale=guidance_scale,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            ar_guidance_scale=ar_guidance_scale,
+        ).validated()
+    except SettingsError as exc:
+        raise gr.Error(str(exc), title="Cannot generate") from None
+    return prompt, settings
+
+
+def session_of(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None) if request is not None else None
+
+
+_DEFAULTS = GenerationSettings()
+
+
+class Playground:
+    """The event handlers of one app: the shared engine, recent runs and each session's run."""
+
+    def __init__(self, engine_loader: Callable[[], Engine] | None = None):
+        self.engine = EngineHolder(engine_loader)
+        self.runs = RunStore()
+        self._session_runs: OrderedDict[str, str] = OrderedDict()  # session -> its latest run id
+        self._lock = threading.Lock()
+
+    # -- engine and sessions
+
+    def get_engine(self) -> Engine:
+        try:
+            return self.engine.get()
+        except ModelNotFoundError as exc:
+            raise gr.Error(str(exc), title="Models missing") from None
+
+    def _remember(self, session: str | None, run: LiveRun) -> None:
+        if session is None:
+            return
+        with self._lock:
+            self._session_runs[session] = run.id
+            self._session_runs.move_to_end(session)
+            while len(self._session_runs) > MAX_SESSIONS:
+                self._session_runs.popitem(last=False)
+
+    def session_run(self, request: gr.Request | None) -> LiveRun | None:
+        with self._lock:
+            run_id = self._session_runs.get(session_of(request))
+        return self.runs.get(run_id)
+
+    # -- Generate
+
+    def generate(
+        self,
+        prompt: str = "",
+        seed: float = _DEFAULTS.seed,
+        num_inference_steps: float = _DEFAULTS.num_inference_steps,
+        scheduler: str = _DEFAULTS.scheduler,
+        guidance_scale: float = _DEFAULTS.guidance_scale,
+        temperature: float = _DEFAULTS.temperature,
+        top_k: float = _DEFAULTS.top_k,
+        top_p: float = _DEFAULTS.top_p,
+        ar_guidance_scale: float = _DEFAULTS.ar_guidance_scale,
+        request: gr.Request = None,
+    ):
+        """Stream both runs to the page: the streaming event, API endpoint /generate."""
+        started = time.perf_counter()
+        prompt, settings = parse_settings(
+            prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale
+        )
+        engine = self.get_engine()
+        encoded = engine.prompt_encoder(prompt)
+        if warning := start_warning(prompt, encoded):
+            gr.Warning(warning)
+        run = LiveRun(engine, prompt, settings)
+        self.runs.add(run)
+        self._remember(session_of(request), run)
+        stats = RunStats(started)
+        run.start()
+        try:
+            pending = {"diffusion_filmstrip": [], "ar_filmstrip": [], "run_key": run.key,
+                       "scrub": gr.update(interactive=False), "stats": None}
+            for due in run.frames_to_show():
+                values = dict(pending)
+                pending = {}
+                for track, frame in due:
+                    values.update(track_view(track, frame))
+                    stats.shown(track.kind, frame.done)
+                yield ordered(values)
+            stats.finished(run)
+            if warning := end_warning(encoded):
+                gr.Warning(warning[0].upper() + warning[1:])
+            yield ordered(self.final_outputs(run, stats))
+        except Exception as exc:
+            log.exception("run %s failed", run.id)
+            raise gr.Error(f"Generation failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            run.stop.set()  # also when the page goes away or Stop cancels this generator
+
+    def final_outputs(self, run: LiveRun, stats: "RunStats | None" = None) -> dict:
+        """Both panels at their newest frames, the filmstrips and the slider."""
+        note = "⏹ stopped at" if not run.complete else ""
+        values = panels(run, 1.0, note)
+        values.update(
+            diffusion_filmstrip=filmstrip(run.diffusion),
+            ar_filmstrip=filmstrip(run.autoregressive),
+            scrub=gr.update(value=1.0, interactive=True),
+            run_key=run.key,
+        )
+        if stats is not None:
+            values["stats"] = stats.as_dict()
+        return values
+
+    def generate_example(self, prompt: str, seed: float):
+        """Everything an example shows, downloads included (for caching: computed without streaming)."""
+        prompt, settings = parse_settings(prompt, seed, **{k: v for k, v in _DEFAULTS.as_dict().items() if k != "seed"})
+        run = LiveRun(self.get_engine(), prompt, settings)
+        run.compute()
+        self.runs.add(run)
+        return ordered({**self.final_outputs(run), "downloads": self.run_downloads(run)}, EXAMPLE_OUTPUTS)
+
+    def downloads(self, run_key: str) -> list[str] | None:
+        """The GIFs (MP4s) and comparison strip of a run: API endpoint /downloads."""
+        run = self.find_run(run_key)
+        return self.run_downloads(run) if run is not None else None
+
+    def run_downloads(self, run: LiveRun) -> list[str] | None:
+        run.done.wait(timeout=2)  # a stopped run finishes its current step
+        with run.downloads_lock:  # written once per run
+            if run.downloads is None:
+                run.downloads = write_downloads(run, self.runs.downloads_folder(run))
+        return run.downloads or None
+
+    # -- Stop
+
+    def stop(self, request: gr.Request = None) -> None:
+        """Stop this session's run: the compute halts after the current step."""
+        run = self.session_run(request)
+        if run is not None:
+            run.stop.set()
+
+    def finish_stopped(self, request: gr.Request = None):
+        """After Stop: the stopped runs' last frames, filmstrips and slider."""
+        run = self.session_run(request)
+        if run is None or run.complete:
+            return ordered({})  # nothing was running (or it had finished): leave the page as it is
+        run.done.wait(timeout=2)
+        return ordered(self.final_outputs(run))
+
+    # -- after a run
+
+    def scrub(self, fraction: float, run_key: str):
+        """Both panels at the same fraction of their progress."""
+        run = self.find_run(run_key)
+        if run is None:
+            return ordered({}, SCRUB_OUTPUTS)
+        return ordered(panels(run, float(fraction)), SCRUB_OUTPUTS)
+
+    def find_run(self, run_key: str | None) -> LiveRun | None:
+        """The run a key names: kept in memory, or computed again (same settings, same pictures)."""
+        if not run_key:
+            return None
+        try:
+            key = json.loads(run_key)
+            run = self.runs.get(key["id"])
+            settings = GenerationSettings(**key["settings"]).validated()
+            prompt = validate_prompt(key["prompt"])
+        except (ValueError, KeyError, TypeError) as exc:  # SettingsError is a ValueError
+            raise gr.Error(f"Cannot find that run: {exc}") from None
+        if run is None:
+            run = LiveRun(self.get_engine(), prompt, settings, run_id=key["id"])
+            run.compute()
+            self.runs.add(run)
+        return run
+
+    @staticmethod
+    def random_seed() -> int:
+        return random.randint(0, MAX_SEED)
+
+
+@dataclass
+class RunStats:
+    """Server-side timings of one Generate (shown in the page's timing box and read by bench_app)."""
+
+    started: float
+    first_frame_ms: dict = field(default_factory=dict)
+    updates: dict = field(default_factory=lambda: {"diffusion": 0, "autoregressive": 0})
+    last_frame_ms: dict = field(default_factory=dict)
+    both_finished_ms: float | None = None
+    compute_ms: dict = field(default_factory=dict)
+
+    def _now_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    def shown(self, kind: str, done: bool) -> None:
+        self.first_frame_ms.setdefault(kind, self._now_ms())
+        self.updates[kind] += 1
+        if done:
+            self.last_frame_ms[kind] = self._now_ms()
+
+    def finished(self, run: LiveRun) -> None:
+        self.both_finished_ms = self._now_ms()
+        self.compute_ms = {t.kind: round(t.total_compute_ms, 1) for t in run.tracks}
+
+    def as_dict(self) -> dict:
+        rounded = lambda d: {k: round(v, 1) for k, v in d.items()}  # noqa: E731
+        return {
+            "first_frame_ms": rounded(self.first_frame_ms),
+            "last_frame_ms": rounded(self.last_frame_ms),
+            "both_finished_ms": round(self.both_finished_ms or 0, 1),
+            "compute_ms": self.compute_ms,
+            "updates": self.updates,
+        }
+
+
+def examples_cache_dir() -> str:
+    """A fresh folder for gradio's cached examples: gradio reuses a cache folder that exists,
+    even when the models have changed, so each app process caches its examples anew."""
+    return tempfile.mkdtemp(prefix="playground-examples-")

@@ -1,0 +1,92 @@
+"""Generation settings shared by the command line, the UI and the API, with their limits.
+
+`GenerationSettings.validated()` turns out-of-range or malformed values into one clear
+`SettingsError` message, so that every front end reports bad input the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .diffusion import SCHEDULERS
+from .text import MAX_PROMPT_CHARS
+
+MAX_SEED = 2**31 - 1
+
+
+class SettingsError(ValueError):
+    """A setting or prompt that cannot be used; the message is meant for people."""
+
+
+# name: (low, high) inclusive
+LIMITS = {
+    "seed": (0, MAX_SEED),
+    "num_inference_steps": (1, 100),
+    "guidance_scale": (0.0, 20.0),
+    "temperature": (0.0, 5.0),
+    "top_k": (0, 4096),
+    "top_p": (0.01, 1.0),
+    "ar_guidance_scale": (0.0, 20.0),
+}
+
+
+@dataclass
+class GenerationSettings:
+    seed: int = 0
+    # diffusion
+    num_inference_steps: int = 20
+    scheduler: str = "ddim"
+    guidance_scale: float = 3.0
+    # autoregressive
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    ar_guidance_scale: float = 3.0
+
+    def validated(self) -> "GenerationSettings":
+        """A copy with numbers converted to their types; SettingsError when out of range."""
+        values = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "scheduler":
+                v = str(v).lower()
+                if v not in SCHEDULERS:
+                    raise SettingsError(f"scheduler must be one of {', '.join(SCHEDULERS)}, not {v!r}")
+            else:
+                kind = int if f.type in ("int", int) else float
+                try:
+                    num = float(v)
+                except (TypeError, ValueError):
+                    raise SettingsError(f"{f.name} must be a number, not {v!r}") from None
+                if num != num or num in (float("inf"), float("-inf")):
+                    raise SettingsError(f"{f.name} must be a finite number, not {v!r}")
+                if kind is int and num != int(num):
+                    raise SettingsError(f"{f.name} must be a whole number, not {v!r}")
+                lo, hi = LIMITS[f.name]
+                if not lo <= num <= hi:
+                    raise SettingsError(f"{f.name} must be between {lo} and {hi}, not {v!r}")
+                v = kind(num)
+            values[f.name] = v
+        return GenerationSettings(**values)
+
+    def diffusion_kwargs(self) -> dict:
+        return dict(seed=self.seed, num_inference_steps=self.num_inference_steps,
+                    guidance_scale=self.guidance_scale, scheduler=self.scheduler)
+
+    def autoregressive_kwargs(self) -> dict:
+        return dict(seed=self.seed, temperature=self.temperature, top_k=self.top_k,
+                    top_p=self.top_p, guidance_scale=self.ar_guidance_scale)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def validate_prompt(prompt) -> str:
+    """The prompt as a string; SettingsError when it is not text or is too long."""
+    if prompt is None:
+        return ""
+    if not isinstance(prompt, str):
+        raise SettingsError(f"the prompt must be text, not {type(prompt).__name__}")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise SettingsError(f"the prompt is {len(prompt):,} characters long; at most {MAX_PROMPT_CHARS:,} are allowed")
+    return prompt

@@ -1,0 +1,88 @@
+"""The words the playground shows next to the pictures: explanations, the comparison table,
+the vocabulary the models know and the example prompts.
+
+Plain text and the shapes world's word lists only (no torch), so that it can be read and
+edited without knowing the rest of the code. app.py places these texts on the page.
+"""
+
+from __future__ import annotations
+
+from .shapes import COLORS, HELD_OUT_PAIRS, PLACE_PHRASES, SHAPES, SIZE_SYNONYMS, SIZES
+
+INTRO = """\
+# One prompt, two ways to paint it
+Type a prompt and press **Generate**: on the left a **diffusion** model turns noise into a
+picture, on the right an **autoregressive** model writes the picture token by token. Both paint
+64 × 64 pictures of the same little world through the same autoencoder, so the two are directly
+comparable. When both are done, drag the slider to scrub back through the two runs together.
+"""
+
+DIFFUSION_TEXT = """\
+**Diffusion.** The run starts from random noise (chosen by the seed). At every step the network
+looks at the *whole* noisy picture and predicts the noise in it; the scheduler removes part of
+that noise. *Noisy state* is where the run is now; *predicted clean picture* is the network's
+current guess of the end result: blurry at first, sharp at the end. Every step reworks every
+pixel, so early mistakes can still be fixed.
+"""
+
+AUTOREGRESSIVE_TEXT = """\
+**Autoregressive.** The picture is a 16 × 16 grid of tokens: each token is one entry of the
+autoencoder's codebook, a small patch of picture. The transformer writes them one at a time,
+left to right and top to bottom, each drawn from a probability distribution that depends on
+the prompt and on every token written so far. Hatched cells are not written yet; the magenta box
+is the cell just written; the table shows the candidates the model considered for it. A written
+token is never changed.
+"""
+
+COMPARISON_TABLE = """\
+| | Diffusion (left) | Autoregressive (right) |
+|---|---|---|
+| One step computes | a noise estimate for the whole picture at once | a probability for every codebook entry, for the next cell only |
+| Order | everywhere at once, coarse to fine | cell by cell, row by row |
+| Network evaluations per picture | one per step (20 here by default) | one per token (256 here) |
+| The picture is | a 16 × 16 × 4 continuous latent | 256 tokens here; Janus-Pro: 576; Nano Banana: about 1,290 |
+| Randomness | the starting noise | each token is sampled (temperature, top-k, top-p) |
+| Can it change its mind? | yes, every step | no, a written token stays |
+"""
+
+SETTINGS_TEXT = """\
+The seed fixes all randomness: the same prompt, seed and settings always give the same pictures.
+*Guidance* pushes a run towards the prompt (1 = no guidance). *Temperature*, *top-k* and *top-p*
+control how adventurously the autoregressive model picks each token (temperature 0 = always the
+most likely token; top-k 0 and top-p 1 = no filtering).
+"""
+
+# (prompt, seed) pairs; each prompt uses only colour-shape pairs seen in training.
+EXAMPLES = [
+    ["a large red circle on the left", 0],
+    ["a small blue star at the top on a yellow background", 1],
+    ["a yellow heart in the center on a black background", 2],
+    ["a large green square on the right and a small purple circle on the left", 3],
+]
+
+# Colour-shape pairs that were never in the training pictures (shapes.HELD_OUT_PAIRS): can
+# the models combine a colour and a shape they only learned separately?
+HELD_OUT = [
+    ("a purple star", ("purple", "star")),
+    ("a large orange heart on the right", ("orange", "heart")),
+    ("a small green triangle at the bottom on a white background", ("green", "triangle")),
+]
+HELD_OUT_EXAMPLES = [[prompt, 0] for prompt, _ in HELD_OUT]
+HELD_OUT_LABELS = [f"{prompt}  (held out: {colour} {shape})" for prompt, (colour, shape) in HELD_OUT]
+
+
+def vocabulary_markdown() -> str:
+    """The words the models know, grouped, and how a prompt is put together."""
+    sizes = ", ".join(SIZES) + " (also " + ", ".join(SIZE_SYNONYMS) + ")"
+    places = ", ".join(f"*{p}*" for p in PLACE_PHRASES.values())
+    held_out = ", ".join(f"{c} {s}" for c, s in sorted(HELD_OUT_PAIRS))
+    return (
+        f"- **Colours:** {', '.join(COLORS)}\n"
+        f"- **Shapes:** {', '.join(SHAPES)}\n"
+        f"- **Sizes:** {sizes}\n"
+        f"- **Places:** {places}\n"
+        "- **Glue:** a, an, and, *on a … background*\n\n"
+        "A prompt reads like *a [size] colour shape [place] [and a …] [on a colour background]*, "
+        "for example *a small blue star at the top on a yellow background*. Other words are "
+        f"ignored. Never seen in training (held out): {held_out}."
+    )

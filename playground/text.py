@@ -1,0 +1,105 @@
+"""Prompt encoding shared by both embedded models: a word-level Hugging Face tokenizer.
+
+The tokenizer knows exactly the shapes world's words (`shapes.VOCABULARY`). A prompt is
+normalised (lower case, punctuation removed), words the tokenizer does not know are *reported*
+(never silently dropped), and the known words become a fixed-length, left-padded id sequence:
+
+    [PAD, ..., PAD, BOS, w1, ..., wn]          (MAX_PROMPT_TOKENS ids)
+
+An empty prompt (or one with no known word) is a real request: unconditional generation.
+
+    python -m playground.text "a big red star, please"
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+from .shapes import SIZE_SYNONYMS, VOCABULARY, normalize_prompt
+
+PAD, UNK, BOS = "[PAD]", "[UNK]", "[BOS]"
+SPECIAL_TOKENS = (PAD, UNK, BOS)
+MAX_PROMPT_TOKENS = 24  # BOS + up to 23 words; the grammar's longest caption has 19
+MAX_PROMPT_CHARS = 1000  # longer prompts are refused by the front ends (settings.validate_prompt)
+# Words that mean the same are given to the models as one word (training captions use these).
+CANONICAL = {**SIZE_SYNONYMS, "an": "a"}
+
+
+def build_tokenizer() -> Tokenizer:
+    """The word-level tokenizer of the shapes world (ids: specials first, then words)."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + VOCABULARY)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tok
+
+
+def save_tokenizer(folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    build_tokenizer().save(str(folder / "tokenizer.json"))
+    return folder
+
+
+@dataclass
+class EncodedPrompt:
+    """A prompt as the models see it, and what was left out of it."""
+
+    prompt: str
+    input_ids: list[int]  # (MAX_PROMPT_TOKENS,)
+    words: list[str]  # the known words used, in order
+    unknown_words: list[str] = field(default_factory=list)
+    truncated: bool = False
+
+    @property
+    def unconditional(self) -> bool:
+        return not self.words
+
+    def message(self) -> str:
+        """One line for people: what happened to their prompt (empty when nothing did)."""
+        notes = []
+        if self.unknown_words:
+            notes.append("ignored unknown words: " + ", ".join(self.unknown_words))
+        if self.truncated:
+            notes.append(f"prompt cut to its first {MAX_PROMPT_TOKENS - 1} known words")
+        if self.unconditional:
+            notes.append("no known words: unconditional generation")
+        return "; ".join(notes)
+
+
+class PromptEncoder:
+    """Turns prompts into fixed-length id sequences with the saved `tokenizer.json`."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.vocab = tokenizer.get_vocab()
+        self.pad_id, self.unk_id, self.bos_id = (self.vocab[t] for t in SPECIAL_TOKENS)
+        self.vocab_size = tokenizer.get_vocab_size()
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "PromptEncoder":
+        path = Path(folder) / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no tokenizer.json in {folder}")
+        return cls(Tokenizer.from_file(str(path)))
+
+    def __call__(self, prompt: str | None) -> EncodedPrompt:
+        prompt = prompt or ""
+        words = normalize_prompt(prompt)
+        known = [CANONICAL.get(w, w) for w in words if w in self.vocab and w not in SPECIAL_TOKENS]
+        unknown = list(dict.fromkeys(w for w in words if w not in self.vocab or w in SPECIAL_TOKENS))
+        truncated = len(known) > MAX_PROMPT_TOKENS - 1
+        known = known[: MAX_PROMPT_TOKENS - 1]
+        ids = self.tokenizer.encode(" ".join(known)).ids if known else []
+        ids = [self.bos_id] + ids
+        ids = [self.pad_id] * (MAX_PROMPT_TOKENS - len(ids)) + ids
+        return EncodedPrompt(prompt, ids, known, unknown, truncated)
+
+
+if __name__ == "__main__":
+    enc = PromptEncoder(build_tokenizer())(" ".join(sys.argv[1:]))
+    print(enc.input_ids, enc.message() or "all words known")

@@ -1,0 +1,292 @@
+"""Reproduce every shipped weight from scratch: the autoencoder, then the two generators.
+
+    python -m playground.train                      # all three stages, into assets/
+    python -m playground.train --stage diffusion    # one stage (needs the autoencoder)
+
+Each stage shows a progress bar, saves a checkpoint to runs/<stage>/ every few hundred steps
+and resumes from it when restarted (so a run can span sessions), uses fixed seeds, and writes
+its loss curve to assets/<stage>-loss.png. Run the two generator stages at the same time with
+`--threads 1` each to use both cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .autoencoder import AutoencoderConfig, SharedAutoencoder, build_autoencoder, images_to_tensor, tensor_to_images
+from .autoregressive import AutoregressiveConfig, build_transformer, training_sequences
+from .data import build_dataset, training_captions
+from .diffusion import DiffusionConfig, build_text_encoder, build_train_scheduler, build_unet
+from .plots import plot_loss_curve
+from .text import PromptEncoder, save_tokenizer
+
+ASSETS = Path("assets")
+RUNS = Path("runs")
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int = 100, floor: float = 0.05) -> float:
+    """Linear warm-up, then cosine decay to `floor * peak`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Checkpointer:
+    """Saves and restores {model(s), optimizer, step, losses} under runs/<stage>/."""
+
+    def __init__(self, stage: str, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer):
+        self.path = RUNS / stage / "checkpoint.pt"
+        self.modules, self.optimizer = modules, optimizer
+        self.step, self.losses = 0, []
+
+    def resume(self) -> None:
+        if not self.path.is_file():
+            return
+        state = torch.load(self.path, weights_only=True)  # our own file; the safe loader anyway
+        for name, m in self.modules.items():
+            m.load_state_dict(state["modules"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.losses = state["step"], list(state["losses"])
+        print(f"resumed {self.path} at step {self.step}")
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "modules": {n: m.state_dict() for n, m in self.modules.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "losses": self.losses,
+        }
+        torch.save(state, self.path.with_suffix(".tmp"))
+        self.path.with_suffix(".tmp").replace(self.path)
+
+
+def run_loop(stage: str, ckpt: Checkpointer, total: int, peak_lr: float, step_fn, every: int = 200) -> None:
+    """The shared optimisation loop: lr schedule, progress bar, checkpoints, loss curve."""
+    ckpt.resume()
+    bar = tqdm(range(ckpt.step, total), initial=ckpt.step, total=total, desc=stage, mininterval=5)
+    for step in bar:
+        for g in ckpt.optimizer.param_groups:
+            g["lr"] = lr_at(step, total, peak_lr)
+        loss = step_fn(step)
+        ckpt.losses.append(float(loss))
+        ckpt.step = step + 1
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(ckpt.losses[-50:]):.4f}")
+        if ckpt.step % every == 0 or ckpt.step == total:
+            ckpt.save()
+    plot_loss_curve(ckpt.losses, ASSETS / f"{stage}-loss.png", title=f"{stage} training loss")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+# ----------------------------------------------------------------------------- autoencoder
+
+
+def train_autoencoder(args) -> None:
+    torch.manual_seed(args.seed)
+    images, _ = build_dataset(args.dataset_size, seed=args.seed)
+    vq = build_autoencoder(AutoencoderConfig())
+    opt = torch.optim.AdamW(vq.parameters(), lr=args.ae_lr, weight_decay=0.0, betas=(0.9, 0.99))
+    ckpt = Checkpointer("autoencoder", {"vq": vq}, opt)
+    usage = torch.zeros(vq.config.num_vq_embeddings)
+    rng = np.random.default_rng(args.seed + 1)
+    vq.train()
+
+    def step_fn(step: int) -> float:
+        x = images_to_tensor(images[rng.integers(len(images), size=args.ae_batch)])  # (B, 3, 64, 64)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h = vq.encode(x).latents  # (B, C, 16, 16)
+            quant, commit, (_, _, idx) = vq.quantize(h)
+            recon = vq.decode(quant, force_not_quantize=True).sample  # (B, 3, 64, 64)
+        loss = F.l1_loss(recon.float(), x) + F.mse_loss(recon.float(), x) + commit.float().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        usage.index_add_(0, idx.view(-1), torch.ones(idx.numel()))
+        if (step + 1) % 100 == 0 and step + 1 < args.ae_steps * 0.8:
+            # Restart dead codes at encoder outputs of this batch, so the whole codebook is used.
+            dead = (usage == 0).nonzero().view(-1)
+            if len(dead):
+                flat = h.detach().float().permute(0, 2, 3, 1).reshape(-1, h.shape[1])
+                pick = flat[torch.randint(len(flat), (len(dead),))]
+                vq.quantize.embedding.weight.data[dead] = pick + 0.01 * torch.randn_like(pick)
+            usage.zero_()
+        return loss.item()
+
+    run_loop("autoencoder", ckpt, args.ae_steps, args.ae_lr, step_fn)
+    vq.eval()
+
+    # The scale that gives the diffusion model unit-variance latents, and the report.
+    shared = SharedAutoencoder(vq)
+    test_images, _ = build_dataset(1000, seed=args.seed + 1000)
+    with torch.no_grad():
+        lat = torch.cat([vq.encode(images_to_tensor(test_images[i : i + 200])).latents for i in range(0, 1000, 200)])
+    vq.register_to_config(scaling_factor=float(1.0 / lat.std()))
+    shared = SharedAutoencoder(vq)
+    codes = torch.cat([shared.latents_to_codes(lat[i : i + 200] * shared.scaling_factor) for i in range(0, 1000, 200)])
+    recon = np.concatenate([shared.decode_codes(codes[i : i + 200]) for i in range(0, 1000, 200)])
+    report = {
+        "psnr_db": psnr(recon, test_images),
+        "codes_used": int(len(torch.unique(codes))),
+        "codebook_size": vq.config.num_vq_embeddings,
+        "scaling_factor": shared.scaling_factor,
+    }
+    print(json.dumps(report))
+    vq.save_pretrained(ASSETS / "vqvae")
+    (RUNS / "autoencoder").mkdir(parents=True, exist_ok=True)
+    (RUNS / "autoencoder" / "report.json").write_text(json.dumps(report, indent=1))
+
+
+# ----------------------------------------------------------------------------- encoded data
+
+
+def load_encoded(args) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """The training set through the shipped autoencoder: scaled latents (N, C, g, g) and codes
+    (N, g*g), computed once and cached in runs/ (safetensors)."""
+    from safetensors.torch import load_file, save_file
+
+    from diffusers import VQModel
+
+    images, scenes = build_dataset(args.dataset_size, seed=args.seed)
+    path = RUNS / f"encoded-{args.dataset_size}.safetensors"
+    if path.is_file():
+        t = load_file(str(path))
+        return t["latents"], t["codes"], scenes
+    ae = SharedAutoencoder(VQModel.from_pretrained(ASSETS / "vqvae"))
+    lat, codes = [], []
+    for i in tqdm(range(0, len(images), 500), desc="encode dataset"):
+        z = ae.encode(images[i : i + 500])  # (b, C, g, g)
+        lat.append(z)
+        codes.append(ae.latents_to_codes(z))
+    lat, codes = torch.cat(lat), torch.cat(codes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"latents": lat.contiguous(), "codes": codes.contiguous()}, str(path))
+    return lat, codes, scenes
+
+
+def save_tokenizer_asset() -> PromptEncoder:
+    save_tokenizer(ASSETS / "tokenizer")
+    return PromptEncoder.from_pretrained(ASSETS / "tokenizer")
+
+
+# ----------------------------------------------------------------------------- diffusion
+
+
+def train_diffusion(args) -> None:
+    torch.manual_seed(args.seed)
+    latents, _, scenes = load_encoded(args)
+    pe = save_tokenizer_asset()
+    cfg = DiffusionConfig()
+    unet = build_unet(cfg, latents.shape[1], latents.shape[2])
+    text_encoder = build_text_encoder(cfg, pe.vocab_size, pe.pad_id, pe.bos_id)
+    sched = build_train_scheduler(cfg)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=args.diffusion_lr, weight_decay=0.01)
+    ckpt = Checkpointer("diffusion", {"unet": unet, "text_encoder": text_encoder}, opt)
+    rng = np.random.default_rng(args.seed + 2)
+    gen = torch.Generator().manual_seed(args.seed + 2)
+    alphas = sched.alphas_cumprod
+    unet.train(), text_encoder.train()
+
+    def step_fn(step: int) -> float:
+        idx = rng.integers(len(latents), size=args.diffusion_batch)
+        x0 = latents[idx]  # (B, C, g, g)
+        ids = torch.tensor([pe(c).input_ids for c in training_captions([scenes[i] for i in idx], rng)])  # (B, T)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)  # (B,)
+        noise = torch.randn(x0.shape, generator=gen)
+        xt = sched.add_noise(x0, noise, t)
+        context = text_encoder(input_ids=ids).last_hidden_state  # (B, T, D)
+        pred = unet(xt, t, encoder_hidden_states=context).sample  # (B, C, g, g)
+        # Min-SNR-5 weighting: do not spend the model on the nearly-noiseless steps.
+        snr = alphas[t] / (1 - alphas[t])
+        weight = snr.clamp(max=5.0) / snr
+        loss = (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        return loss.item()
+
+    run_loop("diffusion", ckpt, args.diffusion_steps, args.diffusion_lr, step_fn)
+    unet.save_pretrained(ASSETS / "unet")
+    text_encoder.save_pretrained(ASSETS / "text_encoder")
+    sched.save_pretrained(ASSETS / "scheduler")
+
+
+# ----------------------------------------------------------------------------- autoregressive
+
+
+def train_autoregressive(args) -> None:
+    torch.manual_seed(args.seed)
+    _, codes, scenes = load_encoded(args)
+    pe = save_tokenizer_asset()
+    from diffusers import VQModel
+
+    vq_config = VQModel.load_config(ASSETS / "vqvae")
+    grid = int(codes.shape[1] ** 0.5)
+    lm = build_transformer(AutoregressiveConfig(), pe.vocab_size, vq_config["num_vq_embeddings"], grid, pe.pad_id, pe.bos_id)
+    opt = torch.optim.AdamW(lm.parameters(), lr=args.ar_lr, weight_decay=0.01, betas=(0.9, 0.95))
+    ckpt = Checkpointer("autoregressive", {"transformer": lm}, opt)
+    rng = np.random.default_rng(args.seed + 3)
+    lm.train()
+
+    def step_fn(step: int) -> float:
+        idx = rng.integers(len(codes), size=args.ar_batch)
+        ids = torch.tensor([pe(c).input_ids for c in training_captions([scenes[i] for i in idx], rng)])  # (B, P)
+        input_ids, labels = training_sequences(ids, codes[idx], lm.config)  # (B, T)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.ar_bf16)):
+            loss = lm(input_ids=input_ids, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        opt.step()
+        return loss.item()
+
+    run_loop("autoregressive", ckpt, args.ar_steps, args.ar_lr, step_fn)
+    lm.save_pretrained(ASSETS / "transformer")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=["all", "autoencoder", "diffusion", "autoregressive"], default="all")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset-size", type=int, default=40000)
+    p.add_argument("--ae-steps", type=int, default=2000)
+    p.add_argument("--ae-batch", type=int, default=32)
+    p.add_argument("--ae-lr", type=float, default=2e-3)
+    p.add_argument("--diffusion-steps", type=int, default=5000)
+    p.add_argument("--diffusion-batch", type=int, default=32)
+    p.add_argument("--diffusion-lr", type=float, default=1e-3)
+    p.add_argument("--ar-steps", type=int, default=5000)
+    p.add_argument("--ar-batch", type=int, default=16)
+    p.add_argument("--ar-lr", type=float, default=1.5e-3)
+    p.add_argument("--ar-bf16", type=int, default=1, help="bfloat16 autocast (faster on these CPUs)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # tiny values slow these CPUs down many times over
+    stages = ["autoencoder", "diffusion", "autoregressive"] if args.stage == "all" else [args.stage]
+    for stage in stages:
+        t0 = time.time()
+        STAGES[stage](args)
+        print(f"{stage}: {(time.time() - t0) / 60:.1f} min")
+
+
+STAGES = {"autoencoder": train_autoencoder, "diffusion": train_diffusion, "autoregressive": train_autoregressive}
+
+if __name__ == "__main__":
+    main()

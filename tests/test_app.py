@@ -1,0 +1,179 @@
+"""The playground app through its API, as gradio_client sees it: /generate streams both runs,
+the same seed gives the same pictures, bad input gets a clean message, Stop stops the compute,
+and the slider and downloads work on the finished runs. Tiny random models (tests/conftest.py)."""
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from playground import live
+
+PICTURE_SIZE = (256, 256)  # 64x64 shown 4x
+
+
+@pytest.fixture(scope="module")
+def client(playground_app):
+    _, url = playground_app
+    return Client(url, verbose=False, analytics_enabled=False)
+
+
+def is_picture(value) -> bool:
+    """An image output that was sent (gr.skip() arrives as an update dict)."""
+    return isinstance(value, str) and value.endswith(".png")
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def run_generate(client, **kwargs):
+    """All the updates of one /generate call, in order."""
+    job = client.submit(api_name="/generate", **kwargs)
+    updates = list(job)
+    return updates, job.result()
+
+
+def test_import_app_is_light():
+    code = "import app, sys; assert 'torch' not in sys.modules and 'playground.live' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_generate_endpoint_takes_keywords(client):
+    info = client.view_api(return_format="dict", print_info=False)
+    params = {p["parameter_name"]: p for p in info["named_endpoints"]["/generate"]["parameters"]}
+    assert list(params)[:2] == ["prompt", "seed"]
+    assert all(p["parameter_has_default"] for name, p in params.items() if name != "prompt")
+    returns = info["named_endpoints"]["/generate"]["returns"]
+    assert [r["component"] for r in returns[:2]] == ["Image", "Image"]
+
+
+def test_generate_streams_both_runs(client):
+    updates, final = run_generate(client, prompt="a large red circle on the left", seed=0)
+    before_final = updates[:-1]
+    diffusion_updates = sum(is_picture(u[0]) for u in before_final)
+    ar_updates = sum(is_picture(u[1]) for u in before_final)
+    assert diffusion_updates >= 10 and ar_updates >= 10, (diffusion_updates, ar_updates)
+    for path in final[:3]:
+        assert Image.open(path).size == PICTURE_SIZE
+    assert final[3].startswith("✓ done · step 20/20") and final[4].startswith("✓ done · token 256/256")
+    assert final[11]["updates"]["diffusion"] >= 10  # the server's own count
+
+
+def test_same_seed_same_pictures(client):
+    _, first = run_generate(client, prompt="a small blue star", seed=7)
+    _, again = run_generate(client, prompt="a small blue star", seed=7)
+    _, other = run_generate(client, prompt="a small blue star", seed=8)
+    for i in (0, 1):
+        assert open(first[i], "rb").read() == open(again[i], "rb").read()
+    assert not np.array_equal(pixels(first[1]), pixels(other[1]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(prompt="a red circle " * 1000), "at most 1,000 are allowed"),
+        (dict(prompt="a red circle", num_inference_steps=500), "num_inference_steps must be between 1 and 100"),
+        (dict(prompt="a red circle", temperature=-1), "temperature must be between"),
+        (dict(prompt="a red circle", top_p=0), "top_p must be between"),
+        (dict(prompt="a red circle", scheduler="magic"), "scheduler must be one of"),
+        (dict(prompt="a red circle", seed=1.5), "seed must be a whole number"),
+    ],
+)
+def test_bad_input_gets_a_clean_message(client, kwargs, message):
+    with pytest.raises(AppError, match=message) as info:
+        client.predict(api_name="/generate", **{"seed": 0, **kwargs})
+    assert "Traceback" not in str(info.value)
+
+
+@pytest.mark.parametrize("prompt", ["", "🦄🌈✨", "dog cat"])
+def test_prompts_without_known_words_draw_unconditionally(client, prompt):
+    result = client.predict(prompt=prompt, seed=0, api_name="/generate")
+    assert Image.open(result[0]).size == PICTURE_SIZE and Image.open(result[1]).size == PICTURE_SIZE
+
+
+def test_queue_still_works_after_errors(client):
+    with pytest.raises(AppError):
+        client.predict(prompt="x" * 10_000, seed=0, api_name="/generate")
+    result = client.predict(prompt="a red circle", seed=0, api_name="/generate")
+    assert is_picture(result[0])
+
+
+def test_stop_halts_the_compute(playground_app, client):
+    demo, _ = playground_app
+    job = client.submit(prompt="a green square", seed=1, num_inference_steps=100, api_name="/generate")
+    for n, _ in enumerate(job):
+        if n == 3:
+            break
+    stopped_at = time.perf_counter()
+    client.predict(api_name="/stop")
+    job.cancel()
+    run = demo.playground.runs.latest()
+    assert run.done.wait(timeout=0.5), "the compute did not stop within 0.5 s"
+    assert time.perf_counter() - stopped_at < 0.5
+    assert not run.complete
+    steps = [len(t.frames) for t in run.tracks]
+    time.sleep(0.3)
+    assert [len(t.frames) for t in run.tracks] == steps
+
+
+def test_scrub_and_downloads(client):
+    _, final = run_generate(client, prompt="a yellow heart", seed=2)
+    run_key = final[10]
+    start = client.predict(0.0, run_key, api_name="/scrub")
+    middle = client.predict(0.5, run_key, api_name="/scrub")
+    end = client.predict(1.0, run_key, api_name="/scrub")
+    assert start[3].startswith("step 1/20") and start[4].startswith("token 1/256")
+    assert "step 11/20" in middle[3] or "step 10/20" in middle[3]
+    for i in (0, 1):
+        assert np.array_equal(pixels(end[i]), pixels(final[i]))
+    assert not np.array_equal(pixels(start[1]), pixels(end[1]))
+
+    files = client.predict(run_key, api_name="/downloads")
+    names = sorted(p.rsplit("/", 1)[-1] for p in files)
+    assert {"autoregressive.gif", "comparison.png", "diffusion.gif"} <= set(names)
+    gif = Image.open(next(p for p in files if p.endswith("diffusion.gif")))
+    assert gif.n_frames > 10
+
+
+def test_scrub_recomputes_a_forgotten_run(playground_app, client):
+    demo, _ = playground_app
+    _, final = run_generate(client, prompt="a white square", seed=4)
+    run_key = final[10]
+    for _ in range(live.MAX_RUNS):  # push the run out of memory
+        demo.playground.generate_example("a red star", 0)
+    assert demo.playground.runs.get(live.json.loads(run_key)["id"]) is None
+    end = client.predict(1.0, run_key, api_name="/scrub")
+    assert np.array_equal(pixels(end[1]), pixels(final[1]))
+
+
+def test_prompt_feedback_flags_unknown_words():
+    assert "✓" in live.prompt_feedback("a big red circle on the left")
+    assert "~~dog~~" in live.prompt_feedback("a red dog")
+    assert "unconditional" in live.prompt_feedback("")
+    assert "unconditional" in live.prompt_feedback("🦄")
+    assert "at most 1,000" in live.prompt_feedback("a" * 10_000)
+
+
+@pytest.mark.integration
+def test_real_models_draw_the_prompt(real_engine):
+    """With the shipped weights, the final pictures match their prompt (shapes.check)."""
+    import app
+    from playground import shapes
+
+    prompt = "a large red circle on the left on a yellow background"
+    demo = app.build_demo(engine_loader=lambda: real_engine, cache_examples=False)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        result = Client(url, verbose=False, analytics_enabled=False).predict(prompt=prompt, seed=0, api_name="/generate")
+    finally:
+        demo.close()
+    for path, name in zip(result[:2], ("diffusion", "autoregressive")):
+        picture = pixels(path)[::4, ::4]  # back to 64x64 (shown 4x, nearest neighbour)
+        verdict = shapes.check(picture, prompt)
+        assert verdict, f"{name}: {verdict.reasons}"

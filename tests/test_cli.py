@@ -1,0 +1,142 @@
+"""`python -m playground generate`: the files of a run, determinism, batches and bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from playground import cli
+from playground.settings import GenerationSettings
+
+REPO = Path(__file__).resolve().parent.parent
+PROMPT = "a large red zorb circle on the left"
+FILES = ("diffusion.png", "autoregressive.png", "diffusion.gif", "autoregressive.gif", "comparison.png", "report.json")
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "playground", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def subprocess_run(tiny_assets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    proc = run_cli("generate", PROMPT, "--assets", str(tiny_assets), "--out", str(out), "--seed", "7", "--steps", "3")
+    return proc, out
+
+
+def test_generate_writes_every_file(subprocess_run):
+    proc, out = subprocess_run
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "zorb" in proc.stderr  # the note about the unknown word
+    for name in FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for name in ("diffusion.png", "autoregressive.png"):
+        with Image.open(out / name) as im:
+            assert im.size == (64, 64) and im.mode == "RGB"
+    for name in ("diffusion.gif", "autoregressive.gif"):
+        with Image.open(out / name) as im:
+            assert im.is_animated and im.n_frames > 1
+    with Image.open(out / "comparison.png") as im:
+        assert im.width > im.height > 64
+
+
+def test_report(subprocess_run):
+    _, out = subprocess_run
+    report = json.loads((out / "report.json").read_text())
+    assert report["prompt"] == PROMPT
+    assert report["settings"] == GenerationSettings(seed=7, num_inference_steps=3).as_dict()
+    assert report["unknown_words"] == ["zorb"] and report["unconditional"] is False
+    assert "zorb" in report["message"]
+    assert report["diffusion"]["steps"] == 3
+    assert report["diffusion"]["network_evaluations"] == 3 + 1
+    assert report["autoregressive"]["steps"] == 256
+    assert report["autoregressive"]["network_evaluations"] == 256
+    for name in ("diffusion", "autoregressive"):
+        assert report[name]["seconds"] > 0
+
+
+def test_same_seed_same_bytes(subprocess_run, tiny_assets, tmp_path):
+    """A second run, in this process, gives byte-identical pictures; another seed does not."""
+    _, first = subprocess_run
+    args = ["generate", PROMPT, "--assets", str(tiny_assets), "--steps", "3"]
+    assert cli.main(args + ["--out", str(tmp_path / "again"), "--seed", "7"]) == 0
+    assert cli.main(args + ["--out", str(tmp_path / "other"), "--seed", "8"]) == 0
+    for name in ("diffusion.png", "autoregressive.png"):
+        assert (tmp_path / "again" / name).read_bytes() == (first / name).read_bytes(), name
+        assert (tmp_path / "other" / name).read_bytes() != (first / name).read_bytes(), name
+
+
+def test_prompts_file_loads_models_once(tiny_assets, tmp_path, monkeypatch):
+    import playground.engine as engine
+
+    loads = []
+    real_load = engine.load_engine
+    monkeypatch.setattr(engine, "load_engine", lambda folder=None: loads.append(folder) or real_load(folder))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a small blue star at the top\n\n   \nan orange heart\n", encoding="utf-8")
+    out = tmp_path / "batch"
+    rc = cli.main(["generate", "--prompts-file", str(prompts), "--assets", str(tiny_assets), "--out", str(out),
+                   "--steps", "2"])
+    assert rc == 0
+    assert len(loads) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["0000", "0001"]
+    for sub, prompt in (("0000", "a small blue star at the top"), ("0001", "an orange heart")):
+        for name in FILES:
+            assert (out / sub / name).is_file()
+        assert json.loads((out / sub / "report.json").read_text())["prompt"] == prompt
+
+
+def test_empty_prompt_is_unconditional(tiny_assets, tmp_path, capsys):
+    assert cli.main(["generate", "", "--assets", str(tiny_assets), "--out", str(tmp_path), "--steps", "2"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["unconditional"] is True and report["unknown_words"] == []
+    assert "unconditional" in capsys.readouterr().err
+
+
+BAD_INPUTS = {
+    "steps": ["--steps", "1000"],
+    "steps-not-a-number": ["--steps", "many"],
+    "top-p": ["--top-p", "5"],
+    "scheduler": ["--scheduler", "nope"],
+    "seed": ["--seed", "-1"],
+    "temperature-nan": ["--temperature", "nan"],
+    "long-prompt": ["x" * 10_000],
+    "missing-prompts-file": ["--prompts-file", "/nonexistent/prompts.txt"],
+    "prompt-and-file": ["a red circle", "--prompts-file", "/nonexistent/prompts.txt"],
+    "missing-model-folder": ["--assets", "/nonexistent/assets"],
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_is_one_line_and_exit_2(name, tiny_assets, tmp_path, capsys):
+    args = BAD_INPUTS[name]
+    if "--assets" not in args:
+        args = args + ["--assets", str(tiny_assets)]
+    rc = cli.main(["generate", *args, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_empty_prompts_file(tmp_path, tiny_assets, capsys):
+    prompts = tmp_path / "empty.txt"
+    prompts.write_text("\n  \n", encoding="utf-8")
+    assert cli.main(["generate", "--prompts-file", str(prompts), "--assets", str(tiny_assets)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_bad_input_in_a_real_process(tmp_path):
+    proc = run_cli("generate", "a red circle", "--assets", str(tmp_path / "missing"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "missing" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,342 @@
+"""Both samplers on tiny seeded random models: frames, guidance, sampling options, seeds,
+lazy decoding. Nothing here needs trained weights."""
+
+from itertools import islice
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from playground.autoregressive import NUM_CANDIDATES, filter_logits, training_sequences
+from playground.diffusion import SCHEDULERS, make_scheduler, predicted_x0
+from playground.frames import UNWRITTEN, AutoregressiveFrame, DiffusionFrame
+from playground.outputs import comparison_strip, save_gif
+
+PROMPT = "a large red circle on the left on a yellow background"
+
+
+def take(gen, n):
+    return list(islice(gen, n))
+
+
+@pytest.fixture(scope="module")
+def diff_run(tiny_engine):
+    return list(tiny_engine.diffusion_progressive(PROMPT, seed=0, num_inference_steps=6))
+
+
+@pytest.fixture(scope="module")
+def ar_run(tiny_engine):
+    return list(tiny_engine.autoregressive_progressive(PROMPT, seed=0))
+
+
+@pytest.fixture
+def count_calls(monkeypatch):
+    """count_calls(obj, name): wrap a method of one object, counting its calls."""
+
+    def wrap(obj, name):
+        calls = []
+        original = getattr(obj, name)
+
+        def counted(*args, **kwargs):
+            calls.append(args)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(obj, name, counted)
+        return calls
+
+    return wrap
+
+
+def batch_sizes(module):
+    """Record the batch size of every forward call of a torch module (remove the hook after)."""
+    sizes = []
+
+    def hook(mod, args, kwargs):
+        x = args[0] if args else (kwargs.get("input_ids") if "input_ids" in kwargs else kwargs.get("sample"))
+        sizes.append(x.shape[0])
+
+    return sizes, module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+# ----------------------------------------------------------------------------- diffusion
+
+
+def test_diffusion_frames(diff_run, tiny_engine):
+    ae = tiny_engine.diffusion.autoencoder
+    latent_shape = (1, ae.latent_channels, ae.grid, ae.grid)
+    assert len(diff_run) == 6
+    assert all(isinstance(f, DiffusionFrame) and f.kind == "diffusion" for f in diff_run)
+    assert [f.step for f in diff_run] == list(range(1, 7))
+    assert all(f.total == 6 for f in diff_run)
+    assert [f.done for f in diff_run] == [False] * 5 + [True]
+    assert all(b.elapsed_ms >= a.elapsed_ms > 0 for a, b in zip(diff_run, diff_run[1:]))
+    # One text-encoder pass, then one (batched) UNet pass per step.
+    assert [f.network_evaluations for f in diff_run] == [s + 1 for s in range(1, 7)]
+    timesteps = [f.timestep for f in diff_run]
+    assert all(a > b for a, b in zip(timesteps, timesteps[1:]))
+    for f in diff_run:
+        assert tuple(f.latents.shape) == latent_shape and tuple(f.pred_x0.shape) == latent_shape
+        assert torch.isfinite(f.latents).all() and torch.isfinite(f.pred_x0).all()
+        assert f.unknown_words == [] and not f.unconditional
+    for f in (diff_run[0], diff_run[-1]):
+        for img in (f.noisy_image(), f.x0_image(), f.image()):
+            assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    assert not torch.equal(diff_run[0].latents, diff_run[0].pred_x0)
+    assert np.array_equal(diff_run[-1].image(), diff_run[-1].noisy_image())
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_every_scheduler_samples(tiny_engine, name):
+    frames = list(tiny_engine.diffusion_progressive(PROMPT, seed=1, num_inference_steps=3, scheduler=name))
+    assert len(frames) == 3 and frames[-1].done and frames[-1].total == 3
+    assert [f.step for f in frames] == [1, 2, 3]
+    for f in frames:
+        assert torch.isfinite(f.latents).all() and torch.isfinite(f.pred_x0).all()
+    img = frames[-1].image()
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+
+
+def test_unknown_scheduler_refused(tiny_engine):
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        list(tiny_engine.diffusion_progressive(PROMPT, scheduler="nope"))
+
+
+def test_predicted_x0_fallback_formula(tiny_engine):
+    sched = make_scheduler("dpm", tiny_engine.diffusion.scheduler_config)
+    sched.set_timesteps(5)
+    t = sched.timesteps[2]
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 4, 16, 16, generator=g)
+
+    class NoX0:
+        pred_original_sample = None
+
+    a = sched.alphas_cumprod[int(t)]
+    expected = (x - (1 - a).sqrt() * eps) / a.sqrt()
+    assert torch.allclose(predicted_x0(sched, x, eps, t, NoX0()), expected)
+    # Re-noising the estimate with the same noise gives back x_t.
+    assert torch.allclose(a.sqrt() * expected + (1 - a).sqrt() * eps, x, atol=1e-5)
+
+    class WithX0:
+        pred_original_sample = torch.ones(1)
+
+    assert predicted_x0(sched, x, eps, t, WithX0()) is WithX0.pred_original_sample
+
+
+@pytest.mark.parametrize(
+    "prompt,guidance,batch",
+    [(PROMPT, 1.0, 1), (PROMPT, 3.0, 2), ("", 3.0, 1), ("zorb", 5.0, 1)],
+)
+def test_diffusion_guidance_batches(tiny_engine, prompt, guidance, batch):
+    sizes, handle = batch_sizes(tiny_engine.diffusion.unet)
+    try:
+        frames = list(tiny_engine.diffusion_progressive(prompt, num_inference_steps=4, guidance_scale=guidance))
+    finally:
+        handle.remove()
+    assert sizes == [batch] * 4  # one UNet call a step; guidance batches both predictions
+    assert frames[-1].network_evaluations == 4 + 1
+    assert frames[-1].unconditional == (prompt in ("", "zorb"))
+
+
+def test_diffusion_guidance_changes_the_result(tiny_engine):
+    a = list(tiny_engine.diffusion_progressive(PROMPT, num_inference_steps=3, guidance_scale=1.0))[-1]
+    b = list(tiny_engine.diffusion_progressive(PROMPT, num_inference_steps=3, guidance_scale=7.0))[-1]
+    assert not torch.allclose(a.latents, b.latents)
+
+
+def test_diffusion_seeds(tiny_engine, diff_run):
+    again = list(tiny_engine.diffusion_progressive(PROMPT, seed=0, num_inference_steps=6))
+    other = list(tiny_engine.diffusion_progressive(PROMPT, seed=1, num_inference_steps=6))
+    assert torch.equal(again[-1].latents, diff_run[-1].latents)
+    assert np.array_equal(again[-1].image(), diff_run[-1].image())
+    assert not torch.allclose(other[-1].latents, diff_run[-1].latents)
+    assert not np.array_equal(other[-1].x0_image(), diff_run[-1].x0_image()) or not np.array_equal(
+        other[-1].noisy_image(), diff_run[-1].noisy_image()
+    )
+
+
+def test_diffusion_frames_report_unknown_words(tiny_engine):
+    (f,) = take(tiny_engine.diffusion_progressive("a red zorb circle", num_inference_steps=2), 1)
+    assert f.unknown_words == ["zorb"] and not f.unconditional
+
+
+# ----------------------------------------------------------------------------- autoregressive
+
+
+def test_autoregressive_frames(ar_run, tiny_engine):
+    cfg = tiny_engine.autoregressive.transformer.config
+    n, k = cfg.image_grid**2, cfg.codebook_size
+    assert len(ar_run) == n == 256
+    assert all(isinstance(f, AutoregressiveFrame) and f.kind == "autoregressive" for f in ar_run)
+    assert [f.step for f in ar_run] == list(range(1, n + 1))
+    assert [f.position for f in ar_run] == list(range(n))
+    assert all(f.total == n for f in ar_run) and ar_run[-1].done and not ar_run[-2].done
+    assert all(b.elapsed_ms >= a.elapsed_ms > 0 for a, b in zip(ar_run, ar_run[1:]))
+    # The prefix pass, then one pass per token fed back.
+    assert [f.network_evaluations for f in ar_run] == list(range(1, n + 1))
+    final = ar_run[-1].codes
+    assert ((final >= 0) & (final < k)).all()
+    for f in ar_run[::7] + [ar_run[-1]]:
+        p = f.position
+        assert f.codes.shape == (n,)
+        assert (f.codes[p + 1 :] == UNWRITTEN).all()
+        assert torch.equal(f.codes[: p + 1], final[: p + 1])  # each frame holds its own copy
+        assert int(f.codes[p]) == f.token
+        assert f.row_col == divmod(p, cfg.image_grid)
+        assert len(f.candidates) == NUM_CANDIDATES
+        probs = [pr for _, pr in f.candidates]
+        assert probs == sorted(probs, reverse=True) and all(0 <= pr <= 1 for pr in probs)
+        assert sum(probs) <= 1 + 1e-5
+        assert all(0 <= c < k for c, _ in f.candidates)
+        assert len({c for c, _ in f.candidates}) == NUM_CANDIDATES
+    img = ar_run[-1].image()
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    mid = ar_run[100]
+    assert mid.image().shape == (64, 64, 3) and mid.preview(4).shape == (256, 256, 3)
+
+
+@pytest.mark.parametrize("prompt,guidance,batch", [(PROMPT, 1.0, 1), (PROMPT, 3.0, 2), ("", 3.0, 1)])
+def test_autoregressive_guidance_batches(tiny_engine, prompt, guidance, batch):
+    sizes, handle = batch_sizes(tiny_engine.autoregressive.transformer)
+    try:
+        frames = take(tiny_engine.autoregressive_progressive(prompt, guidance_scale=guidance), 6)
+    finally:
+        handle.remove()
+    assert sizes[:6] == [batch] * 6
+    assert frames[-1].network_evaluations == 6
+
+
+def test_temperature_zero_is_deterministic_greedy(tiny_engine):
+    a = take(tiny_engine.autoregressive_progressive(PROMPT, seed=0, temperature=0), 48)
+    b = take(tiny_engine.autoregressive_progressive(PROMPT, seed=99, temperature=0), 48)
+    assert [f.token for f in a] == [f.token for f in b]
+    assert all(f.token == f.candidates[0][0] for f in a)
+    # top-k 1 at any temperature keeps only the most likely code: the same choices.
+    c = take(tiny_engine.autoregressive_progressive(PROMPT, seed=5, temperature=1.5, top_k=1), 48)
+    assert [f.token for f in c] == [f.token for f in a]
+
+
+def test_sampling_is_not_greedy(ar_run):
+    assert any(f.token != f.candidates[0][0] for f in ar_run)
+
+
+def test_top_k_and_top_p_limit_the_choice(tiny_engine):
+    for f in take(tiny_engine.autoregressive_progressive(PROMPT, seed=2, top_k=3), 40):
+        assert all(p == 0 for _, p in f.candidates[3:])
+        assert f.token in [c for c, _ in f.candidates[:3]]
+    for f in take(tiny_engine.autoregressive_progressive(PROMPT, seed=2, top_p=0.01), 40):
+        assert f.token == f.candidates[0][0] and f.candidates[0][1] == pytest.approx(1.0)
+
+
+def test_kv_cache_gives_the_same_tokens(tiny_engine):
+    cached = take(tiny_engine.autoregressive_progressive(PROMPT, seed=3, use_cache=True), 64)
+    full = take(tiny_engine.autoregressive_progressive(PROMPT, seed=3, use_cache=False), 64)
+    assert [f.token for f in cached] == [f.token for f in full]
+    for a, b in zip(cached[::9], full[::9]):
+        assert [c for c, _ in a.candidates] == [c for c, _ in b.candidates]
+        assert np.allclose([p for _, p in a.candidates], [p for _, p in b.candidates], atol=1e-4)
+
+
+def test_autoregressive_seeds(tiny_engine, ar_run):
+    again = list(tiny_engine.autoregressive_progressive(PROMPT, seed=0))
+    other = list(tiny_engine.autoregressive_progressive(PROMPT, seed=1))
+    assert torch.equal(again[-1].codes, ar_run[-1].codes)
+    assert np.array_equal(again[-1].image(), ar_run[-1].image())
+    assert not torch.equal(other[-1].codes, ar_run[-1].codes)
+
+
+def test_autoregressive_frames_report_unknown_words(tiny_engine):
+    (f,) = take(tiny_engine.autoregressive_progressive("a red zorb circle"), 1)
+    assert f.unknown_words == ["zorb"] and not f.unconditional
+    (f,) = take(tiny_engine.autoregressive_progressive(""), 1)
+    assert f.unconditional
+
+
+# ----------------------------------------------------------------------------- filter_logits
+
+
+def test_filter_logits_top_k():
+    logits = torch.tensor([[1.0, 4.0, 2.0, 3.0], [0.5, -1.0, 7.0, 0.0]])
+    out = filter_logits(logits, top_k=2)
+    assert torch.isinf(out).tolist() == [[True, False, True, False], [False, True, False, True]]
+    assert torch.equal(out[~torch.isinf(out)], logits[~torch.isinf(out)])
+    for k in (0, 4, 10):  # off
+        assert torch.equal(filter_logits(logits, top_k=k), logits)
+
+
+def test_filter_logits_top_p():
+    probs = torch.tensor([0.05, 0.5, 0.15, 0.3])  # sorted: 0.5 (1), 0.3 (3), 0.15 (2), 0.05 (0)
+    logits = probs.log()[None]
+    kept = lambda p: (~torch.isinf(filter_logits(logits, top_p=p)[0])).nonzero().view(-1).tolist()  # noqa: E731
+    assert kept(1.0) == [0, 1, 2, 3]
+    assert kept(0.01) == [1]
+    assert kept(0.5) == [1]
+    assert kept(0.6) == [1, 3]  # the code that crosses top-p is kept
+    assert kept(0.8) == [1, 3]
+    assert kept(0.81) == [1, 2, 3]
+    assert kept(0.99) == [0, 1, 2, 3]
+    # Row by row, and combined with top-k (top-k first).
+    two = torch.stack([probs.log(), probs.flip(0).log()])
+    out = filter_logits(two, top_k=3, top_p=0.6)
+    assert (~torch.isinf(out)).tolist() == [[False, True, False, True], [True, False, True, False]]
+    # The kept logits are unchanged, so the kept probabilities keep their ratios.
+    renorm = filter_logits(logits, top_p=0.6).softmax(-1)[0]
+    assert renorm[1] / renorm[3] == pytest.approx(0.5 / 0.3)
+
+
+# ----------------------------------------------------------------------------- training sequences
+
+
+def test_training_sequences_mask_the_prompt(tiny_engine):
+    lm = tiny_engine.autoregressive.transformer
+    cfg = lm.config
+    pe = tiny_engine.prompt_encoder
+    prompt_ids = torch.tensor([pe("a red circle").input_ids, pe("").input_ids])  # (2, 24)
+    codes = torch.randint(0, cfg.codebook_size, (2, cfg.image_grid**2), generator=torch.Generator().manual_seed(0))
+    input_ids, labels = training_sequences(prompt_ids, codes, cfg)
+    p = prompt_ids.shape[1]
+    assert input_ids.shape == labels.shape == (2, p + 1 + 256)
+    assert torch.equal(input_ids[:, :p], prompt_ids)
+    assert (input_ids[:, p] == cfg.boi_token_id).all()
+    assert torch.equal(input_ids[:, p + 1 :], codes + cfg.image_token_offset)
+    assert (labels[:, : p + 1] == -100).all()
+    assert torch.equal(labels[:, p + 1 :], input_ids[:, p + 1 :])
+    assert input_ids.max() < cfg.vocab_size
+    loss = lm(input_ids=input_ids, labels=labels).loss
+    assert torch.isfinite(loss) and loss > 0
+
+
+# ----------------------------------------------------------------------------- lazy decoding
+
+
+def test_diffusion_frames_decode_only_when_asked(tiny_engine, count_calls):
+    ae = tiny_engine.diffusion.autoencoder
+    calls = count_calls(ae, "decode_latents")
+    frames = list(tiny_engine.diffusion_progressive(PROMPT, num_inference_steps=5))
+    assert calls == []  # nobody asked for a picture
+    frames[2].x0_image(), frames[2].x0_image(), frames[2].image()
+    assert len(calls) == 1
+    frames[2].noisy_image()
+    assert len(calls) == 2
+
+
+def test_autoregressive_frames_decode_only_when_asked(tiny_engine, count_calls):
+    ae = tiny_engine.autoregressive.autoencoder
+    calls = count_calls(ae, "decode_codes")
+    frames = take(tiny_engine.autoregressive_progressive(PROMPT), 30)
+    assert calls == []
+    frames[10].preview(4), frames[10].preview(4), frames[10].image(), frames[10].raw_image()
+    assert len(calls) == 1
+    assert (calls[0][0] >= 0).all()  # unwritten cells are given a real code to decode
+
+
+def test_gif_and_strip_decode_only_the_frames_they_show(tiny_engine, ar_run, diff_run, count_calls, tmp_path):
+    fresh = list(tiny_engine.autoregressive_progressive(PROMPT, seed=4))
+    calls = count_calls(tiny_engine.autoregressive.autoencoder, "decode_codes")
+    path = save_gif(fresh, tmp_path / "ar.gif", max_frames=12)
+    assert len(calls) == 12
+    with Image.open(path) as gif:
+        assert gif.is_animated and gif.n_frames == 12 and gif.size == (256, 256)
+    strip = comparison_strip(diff_run, ar_run, n=6, scale=2)
+    assert strip.dtype == np.uint8 and strip.shape == (18 + 2 * (128 + 4), 110 + 6 * (128 + 4), 3)

@@ -1,0 +1,139 @@
+"""Smoke tests of the training utilities, without training a real model."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from playground import train
+from playground.data import build_dataset, scene_from_json, scene_to_json, training_captions
+from playground.plots import plot_loss_curve
+from playground.shapes import parse_prompt
+
+
+@pytest.fixture
+def tmp_runs(tmp_path, monkeypatch):
+    """train.RUNS and train.ASSETS pointed at a temporary folder (never the real ones)."""
+    monkeypatch.setattr(train, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(train, "ASSETS", tmp_path / "assets")
+    return tmp_path
+
+
+def test_lr_warmup_then_cosine():
+    peak, total, warmup, floor = 1e-3, 1000, 100, 0.05
+    lrs = [train.lr_at(s, total, peak, warmup, floor) for s in range(total + 1)]
+    assert lrs[0] == pytest.approx(peak / warmup)
+    assert all(a < b for a, b in zip(lrs[:warmup], lrs[1:warmup]))  # linear warm-up
+    assert lrs[warmup - 1] == pytest.approx(peak) and lrs[warmup] == pytest.approx(peak)
+    assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1 :]))  # then only down
+    middle = warmup + (total - warmup) // 2
+    assert lrs[middle] == pytest.approx(peak * (floor + (1 - floor) * 0.5))
+    assert lrs[total] == pytest.approx(floor * peak)
+    assert min(lrs[warmup:]) >= floor * peak * (1 - 1e-9)
+    assert train.lr_at(5 * total, total, peak, warmup, floor) == pytest.approx(floor * peak)
+
+
+def tiny_model(seed):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-2)
+
+
+def one_step(model, opt):
+    x = torch.randn(16, 4)
+    loss = (model(x) - x.sum(1, keepdim=True)).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def test_checkpointer_save_resume_round_trip(tmp_runs):
+    model, opt = tiny_model(0)
+    ckpt = train.Checkpointer("stage", {"net": model}, opt)
+    assert ckpt.path.is_relative_to(tmp_runs)
+    ckpt.resume()  # nothing saved yet: a fresh start
+    assert ckpt.step == 0 and ckpt.losses == []
+    for _ in range(3):
+        ckpt.losses.append(one_step(model, opt))
+    ckpt.step = 3
+    ckpt.save()
+    assert ckpt.path.is_file() and not ckpt.path.with_suffix(".tmp").exists()
+
+    model2, opt2 = tiny_model(1)  # different weights
+    assert not torch.equal(model2[0].weight, model[0].weight)
+    restored = train.Checkpointer("stage", {"net": model2}, opt2)
+    restored.resume()
+    assert restored.step == 3 and restored.losses == ckpt.losses
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert s1.keys() == s2.keys()
+    for k in s1:
+        assert torch.equal(s1[k]["exp_avg"], s2[k]["exp_avg"])
+    # Both continue identically.
+    torch.manual_seed(5)
+    l1 = one_step(model, opt)
+    torch.manual_seed(5)
+    l2 = one_step(model2, opt2)
+    assert l1 == l2
+
+
+def test_run_loop_checkpoints_resumes_and_plots(tmp_runs):
+    model, opt = tiny_model(0)
+    seen = []
+
+    def step_fn(step):
+        seen.append((step, opt.param_groups[0]["lr"]))
+        return one_step(model, opt)
+
+    ckpt = train.Checkpointer("toy", {"net": model}, opt)
+    train.run_loop("toy", ckpt, total=6, peak_lr=0.01, step_fn=step_fn, every=4)
+    assert [s for s, _ in seen] == list(range(6))
+    assert [lr for _, lr in seen] == pytest.approx([train.lr_at(s, 6, 0.01) for s in range(6)])
+    assert ckpt.step == 6 and len(ckpt.losses) == 6
+    assert (tmp_runs / "runs" / "toy" / "checkpoint.pt").is_file()
+    assert (tmp_runs / "assets" / "toy-loss.png").is_file()
+
+    # A restart with a longer run picks up where the saved checkpoint stopped.
+    seen.clear()
+    model2, opt2 = tiny_model(3)
+    ckpt2 = train.Checkpointer("toy", {"net": model2}, opt2)
+    train.run_loop("toy", ckpt2, total=9, peak_lr=0.01, step_fn=lambda s: seen.append(s) or 0.5, every=100)
+    assert seen == [6, 7, 8]
+    assert ckpt2.losses[:6] == ckpt.losses and ckpt2.losses[6:] == [0.5] * 3
+
+
+def test_plot_loss_curve_writes_a_png(tmp_path):
+    losses = list(np.exp(-np.linspace(0, 3, 300)) + 0.01 * np.random.default_rng(0).random(300))
+    path = plot_loss_curve(losses, tmp_path / "sub" / "loss.png", title="toy")
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (640, 360)
+        pixels = np.asarray(im.convert("RGB"))
+    assert (pixels == (20, 60, 160)).all(-1).sum() > 100  # the moving average is drawn
+    one = plot_loss_curve([0.3], tmp_path / "one.png")  # a single point does not crash
+    assert one.is_file()
+
+
+def test_dataset_cache_and_captions(tmp_path):
+    images, scenes = build_dataset(6, seed=3, folder=tmp_path)
+    assert images.shape == (6, 64, 64, 3) and images.dtype == np.uint8
+    assert (tmp_path / "shapes-6-seed3.npz").is_file()
+    again, scenes2 = build_dataset(6, seed=3, folder=tmp_path)  # from the cache
+    assert np.array_equal(images, again) and scenes2 == scenes
+    assert all(scene_from_json(scene_to_json(s)) == s for s in scenes)
+    rng = np.random.default_rng(0)
+    caps = training_captions(scenes * 100, rng)
+    assert 0 < caps.count("") < len(caps) * 0.2
+    for cap, scene in zip(caps, scenes * 100):
+        if cap:
+            assert [(o.color, o.shape) for o in parse_prompt(cap).objects] == [(o.color, o.shape) for o in scene.objects]
+
+
+def test_psnr():
+    a = np.zeros((4, 4, 3), dtype=np.uint8)
+    assert train.psnr(a, a) == pytest.approx(10 * math.log10(255**2 / 1e-10))
+    b = a + 10
+    assert train.psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 100))
