@@ -115,7 +115,8 @@ class DiffusionModel:
 
 
 def predicted_x0(scheduler, latents: torch.Tensor, model_output: torch.Tensor, t, step_output) -> torch.Tensor:
-    """The model's estimate of the clean latent at this step (x0)."""
+    """The model's estimate of the clean latent at this step (x0). Schedulers that scale their
+    latents (Euler) report it themselves; the fallback is for variance-preserving ones."""
     x0 = getattr(step_output, "pred_original_sample", None)
     if x0 is not None:
         return x0
@@ -162,9 +163,8 @@ def diffusion_progressive(
             eps_uncond, eps_cond = eps.chunk(2)
             eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
         # 5. One scheduler step: the next, less noisy latent and the predicted clean one.
-        model_input = sched.scale_model_input(latents, t)
         out = sched.step(eps, t, latents, generator=generator)
-        x0 = predicted_x0(sched, model_input, eps, t, out)
+        x0 = predicted_x0(sched, latents, eps, t, out)
         latents = out.prev_sample
         yield DiffusionFrame(
             step=i + 1,

@@ -3,23 +3,26 @@
 One press of Generate is a `LiveRun`: both samplers run on one worker thread, interleaved by
 time share (the one that has used less compute time takes the next step), so the two pictures
 grow together and neither waits for the other to finish. The browser side is `Playground.generate`,
-a gradio generator: it wakes at most `MAX_UPDATES_PER_SECOND` times a second per panel, decodes
-only the newest frame of each run and yields it. Decoding happens on the request's own thread,
-in parallel with the compute, so the engine is not slowed by the display; frames that are never
-shown are never decoded (frames decode lazily).
+a gradio generator: when the `Pacer` says so (at most MAX_UPDATES_PER_SECOND times a second,
+and within a CPU budget), it decodes the newest frame of each run and yields it. Frames that
+are never shown are never decoded (frames decode lazily).
 
     Playground        the event handlers app.py wires to its components (one per app, shared)
     LiveRun / Track   one Generate: the two runs, their frames and compute times, the stop flag
+    Pacer             when to update the page
     *_view, filmstrip the pictures and status lines shown for a frame
     RunStore          the last few runs by id, for the scrub slider and the downloads
 
-A very fast engine (the tiny test models) would finish before the viewer saw anything, so a run
-may not get more than 1/MIN_FRAMES of its progress ahead of what was shown: every run shows at
-least MIN_FRAMES frames. With the real models this rarely holds the compute back.
+A very fast engine (such as the tiny test models) would finish before anyone saw it, so a run
+is never faster than MIN_RUN_SECONDS: the worker waits when a run is ahead of that schedule.
+The embedded models take longer than that on a CPU, and are never held back.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import io
 import json
 import logging
 import os
@@ -29,12 +32,14 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import gradio as gr
+import numpy as np
 import torch
 from PIL import Image
 
@@ -46,9 +51,10 @@ from .text import MAX_PROMPT_CHARS
 
 log = logging.getLogger(__name__)
 
-MAX_UPDATES_PER_SECOND = 20  # per panel: more is wasted on a projector and costs decoding
-PANEL_DUTY = 0.3  # at most this share of a core spent showing one panel (decoding, encoding)
-MIN_FRAMES = 16  # every run shows at least this many frames, however fast the engine
+MAX_UPDATES_PER_SECOND = 20  # page updates (both panels): more is wasted on a projector
+DISPLAY_SHARE = 0.2  # CPU for showing frames, at most this share of the samplers' CPU
+MIN_FRAMES = 12  # ... but every run shows at least this many frames, whatever they cost
+MIN_RUN_SECONDS = 1.0  # a run is never faster than this, so that it can be watched
 PREVIEW_SCALE = 4  # 64x64 pictures shown at 256x256, nearest neighbour (crisp on a projector)
 FILMSTRIP_FRAMES = 8
 FILMSTRIP_SCALE = 2
@@ -123,6 +129,7 @@ class Track:
     generator: Iterator
     frames: list = field(default_factory=list)
     compute_ms: list[float] = field(default_factory=list)  # cumulative, one per frame
+    compute_cpu_s: float = 0.0  # the worker thread's CPU time in this sampler
     finished: bool = False
     shown_step: int = 0  # step of the newest frame handed to the viewer
     shown: list = field(default_factory=list)  # the frames the viewer was sent (decoded already)
@@ -141,9 +148,10 @@ class Track:
 
     def advance(self) -> None:
         """Compute one step (one denoising step, one token)."""
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         frame = next(self.generator, None)
         spent = (time.perf_counter() - started) * 1000
+        self.compute_cpu_s += time.thread_time() - cpu
         if frame is None:
             self.finished = True
             return
@@ -151,12 +159,11 @@ class Track:
         self.frames.append(frame)
         self.finished = frame.done
 
-    def too_far_ahead(self, min_frames: int) -> bool:
-        """Would the next step put this run more than 1/min_frames ahead of what was shown?"""
-        if not min_frames or not self.frames:
-            return False
-        latest = self.frames[-1]
-        return latest.step + 1 - self.shown_step > max(1.0, latest.total / min_frames)
+    def due_in(self, elapsed: float, min_seconds: float) -> float:
+        """Seconds until the next step may start, for a run paced to last at least min_seconds."""
+        if not min_seconds or not self.frames:
+            return 0.0
+        return self.frames[-1].fraction * min_seconds - elapsed
 
     def compute_ms_at(self, frame) -> float:
         return self.compute_ms[frame.step - 1]
@@ -182,8 +189,11 @@ class LiveRun:
         )
         self.stop = threading.Event()  # set by Stop (or a closed connection): compute halts after this step
         self.done = threading.Event()  # the worker has exited
-        self.changed = threading.Condition()  # new frame computed or frame shown
+        self.changed = threading.Condition()  # a new frame, the end, or a stop request
         self.error: BaseException | None = None
+        self.started = time.perf_counter()  # reset when the worker starts
+        self.stop_requested_at: float | None = None
+        self.ended_at: float | None = None  # when the worker exited
         self.downloads: list[str] | None = None  # written once, after the run
         self.downloads_lock = threading.Lock()
 
@@ -202,67 +212,121 @@ class LiveRun:
 
     # -- the worker
 
-    def start(self, min_frames: int = MIN_FRAMES) -> "LiveRun":
-        threading.Thread(target=self.compute, args=(min_frames,), name=f"run-{self.id}", daemon=True).start()
+    def start(self, min_seconds: float | None = None) -> "LiveRun":
+        """Compute on a worker thread; each run paced to last at least min_seconds (MIN_RUN_SECONDS)."""
+        min_seconds = MIN_RUN_SECONDS if min_seconds is None else min_seconds
+        threading.Thread(target=self.compute, args=(min_seconds,), name=f"run-{self.id}", daemon=True).start()
         return self
 
-    def compute(self, min_frames: int = 0) -> None:
-        """Advance both runs, by time share, until both are finished or stop is set.
-        With min_frames, wait for the viewer rather than run too far ahead of it."""
+    def request_stop(self) -> None:
+        """Stop the compute after the current step (Stop, or the page went away)."""
+        if not self.stop.is_set():
+            self.stop_requested_at = time.perf_counter()
+        self.stop.set()
+        with self.changed:
+            self.changed.notify_all()
+
+    def compute(self, min_seconds: float = 0.0) -> None:
+        """Advance both runs, by time share, until both are finished or stop is set. Each run
+        is paced to last at least min_seconds (0: as fast as the engine goes)."""
+        self.started = time.perf_counter()
         try:
             while not self.stop.is_set() and not self.complete:
-                with self.changed:
-                    self.changed.wait_for(lambda: self.stop.is_set() or self._next_track(min_frames), timeout=0.1)
-                track = self._next_track(min_frames)
-                if track is not None and not self.stop.is_set():
-                    track.advance()
+                track, wait = self._next_track(min_seconds)
+                if track is None:
                     with self.changed:
-                        self.changed.notify_all()
+                        self.changed.wait(timeout=wait)  # request_stop() wakes it early
+                    continue
+                track.advance()
+                with self.changed:
+                    self.changed.notify_all()
         except BaseException as exc:  # reported to the viewer, which turns it into a message
             self.error = exc
         finally:
             for track in self.tracks:
                 track.generator.close()  # a stopped sampler lets go of its tensors now
+            self.ended_at = time.perf_counter()
             self.done.set()
             with self.changed:
                 self.changed.notify_all()
 
-    def _next_track(self, min_frames: int) -> Track | None:
-        ready = [t for t in self.tracks if not t.finished and not t.too_far_ahead(min_frames)]
-        return min(ready, key=lambda t: t.total_compute_ms, default=None)
+    def _next_track(self, min_seconds: float) -> tuple[Track | None, float]:
+        """The run to advance (the one that has used less compute time), or None and how long
+        to wait until one is due."""
+        elapsed = time.perf_counter() - self.started
+        unfinished = [t for t in self.tracks if not t.finished]
+        due_in = {t.kind: t.due_in(elapsed, min_seconds) for t in unfinished}
+        ready = [t for t in unfinished if due_in[t.kind] <= 0]
+        if ready:
+            return min(ready, key=lambda t: t.total_compute_ms), 0.0
+        return None, min(due_in.values(), default=0.0)
 
     # -- the viewer
 
-    def frames_to_show(self, max_per_second: float = MAX_UPDATES_PER_SECOND, duty: float = PANEL_DUTY):
-        """Yield [(track, its newest frame)] for the runs due an update, always the newest frame.
+    @property
+    def compute_cpu_s(self) -> float:
+        """CPU time the worker has spent in the samplers so far."""
+        return sum(t.compute_cpu_s for t in self.tracks)
 
-        A run is due again 1/max_per_second after its last update, or later when showing that
-        update took long (decoding, and gradio's encoding while this generator waited at the
-        yield): one panel may keep at most `duty` of a core busy, so that the display never
-        crowds out the compute. Ends when the worker has exited and everything was shown."""
-        next_at = {t.kind: 0.0 for t in self.tracks}
+    def frames_to_show(self, pacer: "Pacer") -> Iterator[list[tuple[Track, object]]]:
+        """Yield [(track, its newest frame)] whenever the pacer says the page is due an update.
+        Ends when the worker has exited and the last frames were handed out."""
         while True:
             with self.changed:
                 self.changed.wait_for(lambda: self.done.is_set() or any(t.unshown for t in self.tracks), timeout=0.1)
             if self.error is not None:
                 raise self.error
-            now = time.perf_counter()
-            waiting = [t for t in self.tracks if t.unshown]
-            due = [t for t in waiting if now >= next_at[t.kind]]
+            due, wait = pacer.due(self)
             if due:
-                with self.changed:
-                    for t in due:
-                        t.shown_step = t.latest.step
-                        t.shown.append(t.latest)
-                    self.changed.notify_all()
-                yield [(t, t.latest) for t in due]
-                cost = (time.perf_counter() - now) / len(due)
                 for t in due:
-                    next_at[t.kind] = now + max(1 / max_per_second, cost / duty)
-            elif waiting:
-                time.sleep(min(next_at[t.kind] for t in waiting) - now)
+                    t.shown_step = t.latest.step
+                    t.shown.append(t.latest)
+                yield [(t, t.latest) for t in due]
+            elif wait:
+                time.sleep(wait)
             elif self.done.is_set():
                 return
+
+
+class Pacer:
+    """When the page gets its next update (both panels at once: gradio's cost is per message).
+
+    Showing a frame costs CPU: decoding it, encoding the PNG, gradio's work to send it. On two
+    cores that CPU is taken from the samplers, so everything this process spends beyond the
+    samplers' own CPU is kept under `share` of theirs, and under `max_per_second` updates.
+    Whatever the cost, a run's first and last frames are shown, and a frame each time a run
+    has gone 1/min_frames further, so that every run shows at least `min_frames` frames."""
+
+    def __init__(self, max_per_second: float = MAX_UPDATES_PER_SECOND, share: float = DISPLAY_SHARE,
+                 min_frames: int = MIN_FRAMES):
+        self.interval = 1 / max_per_second
+        self.share = share
+        self.min_frames = min_frames
+        self.last_update = float("-inf")
+        self.process_cpu_at_start = time.process_time()
+
+    def display_cpu_s(self, run: "LiveRun") -> float:
+        return time.process_time() - self.process_cpu_at_start - run.compute_cpu_s
+
+    def due(self, run: "LiveRun") -> tuple[list[Track], float]:
+        """The runs to show now (those with new frames), or none and how long to wait (0: none new)."""
+        waiting = [t for t in run.tracks if t.unshown]
+        if not waiting:
+            return [], 0.0
+        now = time.perf_counter()
+        if run.done.is_set() or any(t.shown_step == 0 or t.latest.done for t in waiting):
+            return self._update(waiting, now)  # first frames, last frames, or the compute has stopped
+        wait = self.last_update + self.interval - now
+        if wait > 0:
+            return [], wait
+        behind = any((t.latest.step - t.shown_step) / t.latest.total >= 1 / self.min_frames for t in waiting)
+        if behind or self.display_cpu_s(run) <= self.share * run.compute_cpu_s:
+            return self._update(waiting, now)
+        return [], self.interval  # over budget: look again later
+
+    def _update(self, tracks: list[Track], now: float) -> tuple[list[Track], float]:
+        self.last_update = now
+        return tracks, 0.0
 
 
 class RunStore:
@@ -273,6 +337,7 @@ class RunStore:
         self._runs: OrderedDict[str, LiveRun] = OrderedDict()
         self._lock = threading.Lock()
         self.folder = Path(tempfile.mkdtemp(prefix="playground-runs-"))
+        weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)  # at exit at the latest
 
     def add(self, run: LiveRun) -> None:
         with self._lock:
@@ -289,10 +354,44 @@ class RunStore:
         with self._lock:
             return next(reversed(self._runs.values()), None)
 
-    def downloads_folder(self, run: LiveRun) -> Path:
+    def folder_of(self, run: LiveRun) -> Path:
+        """Where a run's picture files and downloads go (deleted when the run is dropped)."""
         folder = self.folder / run.id
         folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+
+class PictureFiles:
+    """Pictures handed to gradio as PNG files, each written once under its content's hash.
+
+    Given a numpy picture, gradio 6 rewrites its cache file (truncate, then write) every time
+    the same picture is sent again, and a browser still downloading it gets a truncated file.
+    Files it copies into its cache atomically, and only once."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def path(self, picture: np.ndarray) -> str:
+        buffer = io.BytesIO()
+        Image.fromarray(picture).save(buffer, format="png", compress_level=1)
+        data = buffer.getvalue()
+        path = self.folder / f"{hashlib.sha1(data).hexdigest()}.png"
+        if not path.exists():
+            staging = path.with_suffix(f".{threading.get_ident()}.tmp")
+            staging.write_bytes(data)
+            os.replace(staging, path)
+        return str(path)
+
+    def convert(self, values: dict) -> dict:
+        """The same outputs, with pictures (and galleries' pictures) as file paths."""
+        def convert(value):
+            if isinstance(value, np.ndarray):
+                return self.path(value)
+            if isinstance(value, list) and value and isinstance(value[0], tuple):
+                return [(self.path(img), caption) for img, caption in value]
+            return value
+
+        return {name: convert(value) for name, value in values.items()}
 
 
 # ----------------------------------------------------------------------------- what is shown
@@ -526,30 +625,34 @@ class Playground:
         self.runs.add(run)
         self._remember(session_of(request), run)
         stats = RunStats(started)
+        files = self.files(run)
         run.start()
         try:
             pending = {"diffusion_filmstrip": [], "ar_filmstrip": [], "run_key": run.key,
                        "scrub": gr.update(interactive=False), "stats": None}
-            for due in run.frames_to_show():
-                values = dict(pending)
-                pending = {}
+            pacer = Pacer()
+            for due in run.frames_to_show(pacer):
+                values, pending = {**pending}, {}
                 for track, frame in due:
-                    values.update(track_view(track, frame))
+                    values.update(files.convert(track_view(track, frame)))
                     stats.shown(track.kind, frame.done)
                 yield ordered(values)
-            stats.finished(run)
+            stats.finished(run, pacer)
             if warning := end_warning(encoded):
                 gr.Warning(warning[0].upper() + warning[1:])
-            yield ordered(self.final_outputs(run, stats))
+            yield ordered(files.convert(self.final_outputs(run, stats)))
         except Exception as exc:
             log.exception("run %s failed", run.id)
             raise gr.Error(f"Generation failed: {type(exc).__name__}: {exc}") from None
         finally:
-            run.stop.set()  # also when the page goes away or Stop cancels this generator
+            run.request_stop()  # also when the page goes away or Stop cancels this generator
+
+    def files(self, run: LiveRun) -> PictureFiles:
+        return PictureFiles(self.runs.folder_of(run))
 
     def final_outputs(self, run: LiveRun, stats: "RunStats | None" = None) -> dict:
         """Both panels at their newest frames, the filmstrips and the slider."""
-        note = "⏹ stopped at" if not run.complete else ""
+        note = "stopped at" if not run.complete else ""
         values = panels(run, 1.0, note)
         values.update(
             diffusion_filmstrip=filmstrip(run.diffusion),
@@ -567,7 +670,8 @@ class Playground:
         run = LiveRun(self.get_engine(), prompt, settings)
         run.compute()
         self.runs.add(run)
-        return ordered({**self.final_outputs(run), "downloads": self.run_downloads(run)}, EXAMPLE_OUTPUTS)
+        values = {**self.final_outputs(run), "downloads": self.run_downloads(run)}
+        return ordered(self.files(run).convert(values), EXAMPLE_OUTPUTS)
 
     def downloads(self, run_key: str) -> list[str] | None:
         """The GIFs (MP4s) and comparison strip of a run: API endpoint /downloads."""
@@ -578,7 +682,7 @@ class Playground:
         run.done.wait(timeout=2)  # a stopped run finishes its current step
         with run.downloads_lock:  # written once per run
             if run.downloads is None:
-                run.downloads = write_downloads(run, self.runs.downloads_folder(run))
+                run.downloads = write_downloads(run, self.runs.folder_of(run))
         return run.downloads or None
 
     # -- Stop
@@ -587,7 +691,7 @@ class Playground:
         """Stop this session's run: the compute halts after the current step."""
         run = self.session_run(request)
         if run is not None:
-            run.stop.set()
+            run.request_stop()
 
     def finish_stopped(self, request: gr.Request = None):
         """After Stop: the stopped runs' last frames, filmstrips and slider."""
@@ -595,7 +699,7 @@ class Playground:
         if run is None or run.complete:
             return ordered({})  # nothing was running (or it had finished): leave the page as it is
         run.done.wait(timeout=2)
-        return ordered(self.final_outputs(run))
+        return ordered(self.files(run).convert(self.final_outputs(run)))
 
     # -- after a run
 
@@ -604,7 +708,7 @@ class Playground:
         run = self.find_run(run_key)
         if run is None:
             return ordered({}, SCRUB_OUTPUTS)
-        return ordered(panels(run, float(fraction)), SCRUB_OUTPUTS)
+        return ordered(self.files(run).convert(panels(run, float(fraction))), SCRUB_OUTPUTS)
 
     def find_run(self, run_key: str | None) -> LiveRun | None:
         """The run a key names: kept in memory, or computed again (same settings, same pictures)."""
@@ -638,6 +742,7 @@ class RunStats:
     last_frame_ms: dict = field(default_factory=dict)
     both_finished_ms: float | None = None
     compute_ms: dict = field(default_factory=dict)
+    cpu_ms: dict = field(default_factory=dict)
 
     def _now_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -648,9 +753,12 @@ class RunStats:
         if done:
             self.last_frame_ms[kind] = self._now_ms()
 
-    def finished(self, run: LiveRun) -> None:
+    def finished(self, run: LiveRun, pacer: Pacer) -> None:
         self.both_finished_ms = self._now_ms()
         self.compute_ms = {t.kind: round(t.total_compute_ms, 1) for t in run.tracks}
+        # CPU, not wall time: what showing the runs cost, whatever else the machine was doing.
+        self.cpu_ms = {"samplers": round(run.compute_cpu_s * 1000, 1),
+                       "everything_else": round(pacer.display_cpu_s(run) * 1000, 1)}
 
     def as_dict(self) -> dict:
         rounded = lambda d: {k: round(v, 1) for k, v in d.items()}  # noqa: E731
@@ -659,6 +767,7 @@ class RunStats:
             "last_frame_ms": rounded(self.last_frame_ms),
             "both_finished_ms": round(self.both_finished_ms or 0, 1),
             "compute_ms": self.compute_ms,
+            "cpu_ms": self.cpu_ms,
             "updates": self.updates,
         }
 
@@ -666,4 +775,6 @@ class RunStats:
 def examples_cache_dir() -> str:
     """A fresh folder for gradio's cached examples: gradio reuses a cache folder that exists,
     even when the models have changed, so each app process caches its examples anew."""
-    return tempfile.mkdtemp(prefix="playground-examples-")
+    folder = tempfile.mkdtemp(prefix="playground-examples-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder

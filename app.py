@@ -1,0 +1,177 @@
+"""The playground web app: one prompt, a diffusion model and an autoregressive model painting it
+side by side and live. This file is the page layout and its wiring only: what happens on each
+event is in playground/live.py, the explanations in playground/teaching.py.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--assets assets/] [--share]
+
+Environment: PLAYGROUND_HOST, PLAYGROUND_PORT and PLAYGROUND_ASSETS set the same defaults.
+The API (gradio_client) has one streaming endpoint, /generate (prompt, seed, ... by keyword);
+its first two outputs are the diffusion picture and the autoregressive picture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from functools import partial
+
+import gradio as gr  # torch and the models are imported by build_demo / loaded on first use
+
+CSS = """
+#diffusion-image img, #diffusion-noisy img, #ar-image img { image-rendering: pixelated; }
+#ar-candidates table { font-size: 0.85em; }
+"""
+
+
+def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
+    """The page. `engine_loader()` returns an Engine (default: load_engine, which reads
+    PLAYGROUND_ASSETS); it is called once, on first use, and the engine shared by all sessions."""
+    from playground import live, teaching
+    from playground.diffusion import SCHEDULERS
+    from playground.settings import LIMITS, GenerationSettings
+
+    pg = live.Playground(engine_loader)
+    defaults = GenerationSettings()
+    out: dict[str, gr.components.Component] = {}  # the outputs of Generate, by live.OUTPUTS name
+
+    def number(name: str, label: str) -> gr.Number:
+        # No minimum/maximum on purpose: live.parse_settings explains out-of-range values itself.
+        low, high = LIMITS[name]
+        return gr.Number(getattr(defaults, name), label=label, info=f"{low} to {high:,}", elem_id=name)
+
+    with gr.Blocks(title="Diffusion vs autoregressive: live", delete_cache=(1800, 3600)) as demo:
+        gr.Markdown(teaching.INTRO)
+        with gr.Row(equal_height=True):
+            prompt = gr.Textbox(
+                label="Prompt", elem_id="prompt", scale=6, lines=1,
+                placeholder="a large red circle on the left on a yellow background",
+            )
+            generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=1)
+            stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
+        feedback = gr.Markdown(elem_id="prompt-feedback")
+        with gr.Accordion("Words the models know", open=False):
+            gr.Markdown(teaching.vocabulary_markdown())
+
+        with gr.Accordion("Settings", open=False):
+            gr.Markdown(teaching.SETTINGS_TEXT)
+            with gr.Row(equal_height=True):
+                seed = number("seed", "Seed")
+                dice = gr.Button("🎲 random seed", elem_id="dice", scale=0)
+            with gr.Row():
+                steps = number("num_inference_steps", "Diffusion steps")
+                scheduler = gr.Dropdown(
+                    list(SCHEDULERS), value=defaults.scheduler, label="Scheduler", elem_id="scheduler",
+                    allow_custom_value=True,  # so that a wrong name gets our message, not gradio's
+                )
+                guidance = number("guidance_scale", "Diffusion guidance")
+            with gr.Row():
+                temperature = number("temperature", "AR temperature")
+                top_k = number("top_k", "AR top-k")
+                top_p = number("top_p", "AR top-p")
+                ar_guidance = number("ar_guidance_scale", "AR guidance")
+
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("## Diffusion")
+                with gr.Row():
+                    out["diffusion_image"] = gr.Image(
+                        label="predicted clean picture (x₀)", format="png", elem_id="diffusion-image",
+                        interactive=False, height=280,
+                    )
+                    out["diffusion_noisy"] = gr.Image(
+                        label="noisy state", format="png", elem_id="diffusion-noisy", interactive=False, height=280,
+                    )
+                out["diffusion_status"] = gr.Markdown("step –", label="diffusion status", elem_id="diffusion-status")
+                gr.Markdown(teaching.DIFFUSION_TEXT)
+            with gr.Column():
+                gr.Markdown("## Autoregressive")
+                out["ar_image"] = gr.Image(
+                    label="token grid", format="png", elem_id="ar-image", interactive=False, height=280,
+                )
+                out["ar_status"] = gr.Markdown("token –", label="autoregressive status", elem_id="ar-status")
+                out["ar_candidates"] = gr.Markdown(label="token candidates", elem_id="ar-candidates")
+                gr.Markdown(teaching.AUTOREGRESSIVE_TEXT)
+
+        out["scrub"] = gr.Slider(
+            0, 1, value=1, step=0.01, label="Scrub both runs (fraction of progress)", elem_id="scrub",
+            interactive=False,
+        )
+        with gr.Row():
+            out["diffusion_filmstrip"] = gr.Gallery(
+                label="diffusion filmstrip", format="png", columns=8, height=170, elem_id="diffusion-filmstrip",
+            )
+            out["ar_filmstrip"] = gr.Gallery(
+                label="autoregressive filmstrip", format="png", columns=8, height=170, elem_id="ar-filmstrip",
+            )
+        out["downloads"] = gr.File(label="Downloads: GIFs and comparison strip", file_count="multiple",
+                                   elem_id="downloads", interactive=False, height=130)
+        out["run_key"] = gr.Textbox(label="run key", visible=False, elem_id="run-key")  # which run the slider scrubs
+        with gr.Accordion("Timing of the last run (server side)", open=False):
+            out["stats"] = gr.JSON(label="timing", elem_id="stats")
+        outputs = [out[name] for name in live.OUTPUTS]
+
+        if "GRADIO_EXAMPLES_CACHE" not in os.environ:  # gradio reads it when Examples are made
+            os.environ["GRADIO_EXAMPLES_CACHE"] = live.examples_cache_dir()
+        examples = dict(inputs=[prompt, seed], outputs=[out[name] for name in live.EXAMPLE_OUTPUTS],
+                        fn=pg.generate_example,
+                        cache_examples=cache_examples, cache_mode="eager", preload=False)
+        gr.Examples(teaching.EXAMPLES, label="Prompts the models learned", **examples)
+        gr.Examples(teaching.HELD_OUT_EXAMPLES, label="Held-out colour–shape pairs (never in training)",
+                    example_labels=teaching.HELD_OUT_LABELS, **examples)
+
+        gr.Markdown("## The two side by side\n" + teaching.COMPARISON_TABLE)
+
+        # ------------------------------------------------------------------ wiring
+        inputs = [prompt, seed, steps, scheduler, guidance, temperature, top_k, top_p, ar_guidance]
+        run = dict(fn=pg.generate, inputs=inputs, outputs=outputs,
+                   concurrency_limit=live.GENERATE_CONCURRENCY, concurrency_id="generate")
+        downloads = dict(fn=pg.downloads, inputs=out["run_key"], outputs=out["downloads"], show_progress="minimal")
+        clear = dict(fn=lambda: None, inputs=None, outputs=out["downloads"], queue=False, show_progress="hidden",
+                     api_visibility="private")  # the last run's downloads go when a new run starts
+        generate.click(**clear)
+        prompt.submit(**clear)
+        on_click = generate.click(api_name="generate", **run)
+        on_click.success(api_name="downloads", **downloads)
+        on_enter = prompt.submit(api_visibility="private", **run)
+        on_enter.success(api_visibility="private", **downloads)
+        stop.click(pg.stop, None, None, cancels=[on_click, on_enter], queue=False, api_name="stop").then(
+            pg.finish_stopped, None, outputs, api_visibility="private"
+        ).then(api_visibility="private", **downloads)
+        out["scrub"].input(
+            pg.scrub, [out["scrub"], out["run_key"]], [out[name] for name in live.SCRUB_OUTPUTS],
+            api_name="scrub", show_progress="hidden", trigger_mode="always_last",
+        )
+        prompt.change(live.prompt_feedback, prompt, feedback, queue=False, show_progress="hidden",
+                      api_visibility="private")
+        dice.click(pg.random_seed, None, seed, queue=False, show_progress="hidden", api_visibility="private")
+
+    demo.queue(max_size=live.QUEUE_SIZE, default_concurrency_limit=live.DEFAULT_CONCURRENCY)
+    demo.playground = pg  # for tests and warm-up: the shared engine and recent runs
+    return demo
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default=os.environ.get("PLAYGROUND_HOST", "127.0.0.1"),
+                        help="address to serve on (0.0.0.0: every network interface)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PLAYGROUND_PORT", "7860")), help="port")
+    parser.add_argument("--assets", default=os.environ.get("PLAYGROUND_ASSETS"),
+                        help="model folder (default: assets/)")
+    parser.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from playground.engine import ModelNotFoundError, load_engine
+
+    demo = build_demo(engine_loader=partial(load_engine, args.assets))
+    try:
+        demo.playground.engine.get()  # load the models now, not on the first click
+    except ModelNotFoundError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, css=CSS)
+
+
+if __name__ == "__main__":
+    main()
