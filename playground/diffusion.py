@@ -38,7 +38,11 @@ class DiffusionConfig:
     text_heads: int = 4
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
-    prediction_type: str = "epsilon"
+    # v-prediction with a zero-SNR last step and "trailing" sampling steps: sampling starts from
+    # pure noise, as training's last step does. (With epsilon prediction and a first sampling
+    # step at t < T, the model learns to read the background from the noise, not the prompt.)
+    prediction_type: str = "v_prediction"
+    timestep_spacing: str = "trailing"
 
 
 def build_unet(cfg: DiffusionConfig, latent_channels: int = 4, grid: int = 16) -> UNet2DConditionModel:
@@ -79,6 +83,8 @@ def build_train_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
         num_train_timesteps=cfg.num_train_timesteps,
         beta_schedule=cfg.beta_schedule,
         prediction_type=cfg.prediction_type,
+        timestep_spacing=cfg.timestep_spacing,
+        rescale_betas_zero_snr=True,
         clip_sample=False,
     )
 
@@ -120,8 +126,10 @@ def predicted_x0(scheduler, latents: torch.Tensor, model_output: torch.Tensor, t
     x0 = getattr(step_output, "pred_original_sample", None)
     if x0 is not None:
         return x0
-    # Schedulers that do not report it (DPM-Solver): x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t).
+    # Schedulers that do not report it (DPM-Solver), from the network's output.
     a = scheduler.alphas_cumprod[int(t)]
+    if scheduler.config.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1 - a) x0
+        return a.sqrt() * latents - (1 - a).sqrt() * model_output
     return (latents - (1 - a).sqrt() * model_output) / a.sqrt()
 
 
@@ -153,7 +161,7 @@ def diffusion_progressive(
     latents = torch.randn(shape, generator=generator) * sched.init_noise_sigma  # (1, C, g, g)
 
     for i, t in enumerate(sched.timesteps):
-        # 3. Predict the noise, for the prompt and (with guidance) for the empty prompt.
+        # 3. Predict (the noise's velocity), for the prompt and (with guidance) for the empty prompt.
         x_in = torch.cat([latents] * context.shape[0])
         x_in = sched.scale_model_input(x_in, t)
         eps = model.unet(x_in, t, encoder_hidden_states=context).sample  # (B, C, g, g)

@@ -4,7 +4,7 @@
       tokenizer/tokenizer.json      word-level tokenizer (tokenizers)
       vqvae/                        the shared autoencoder (diffusers VQModel)
       unet/  text_encoder/  scheduler/   the diffusion model (diffusers + transformers CLIP)
-      transformer/                  the autoregressive model (transformers Llama)
+      transformer/                  the autoregressive model (transformers GPT-2)
 
 `load_engine(folder)` loads them all with `from_pretrained` (safetensors only) and returns an
 `Engine`; any folder laid out the same way (such as the tiny random ones the tests build) works.
@@ -55,7 +55,7 @@ class Engine:
 def load_engine(folder: str | Path | None = None) -> Engine:
     """Load both embedded models from `folder` (default: the shipped assets/)."""
     from diffusers import UNet2DConditionModel, VQModel
-    from transformers import CLIPTextModel, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, CLIPTextModel
 
     folder = Path(folder or os.environ.get("PLAYGROUND_ASSETS") or ASSETS_DIR)
     torch.set_flush_denormal(True)  # tiny floats otherwise slow these CPUs down several times
@@ -69,7 +69,7 @@ def load_engine(folder: str | Path | None = None) -> Engine:
     autoencoder = SharedAutoencoder(VQModel.from_pretrained(folder / "vqvae", use_safetensors=True))
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True).eval()
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True).eval()
-    transformer = LlamaForCausalLM.from_pretrained(folder / "transformer", use_safetensors=True).eval()
+    transformer = AutoModelForCausalLM.from_pretrained(folder / "transformer", use_safetensors=True).eval()
     from diffusers import DDPMScheduler
 
     scheduler_config = DDPMScheduler.load_config(folder / "scheduler")

@@ -257,10 +257,11 @@ def train_diffusion(args) -> None:
         xt = sched.add_noise(x0, noise, t)
         context = text_encoder(input_ids=ids).last_hidden_state  # (B, T, D)
         pred = unet(xt, t, encoder_hidden_states=context).sample  # (B, C, g, g)
-        # Min-SNR-5 weighting: do not spend the model on the nearly-noiseless steps.
-        snr = alphas[t] / (1 - alphas[t])
-        weight = snr.clamp(max=5.0) / snr
-        loss = (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        if cfg.prediction_type == "v_prediction":
+            loss = F.mse_loss(pred, sched.get_velocity(x0, noise, t))  # every step, pure noise included
+        else:  # epsilon, with min-SNR-5 weighting (not spending the model on nearly clean steps)
+            snr = alphas[t] / (1 - alphas[t])
+            loss = (snr.clamp(max=5.0) / snr * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

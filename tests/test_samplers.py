@@ -102,21 +102,23 @@ def test_unknown_scheduler_refused(tiny_engine):
         list(tiny_engine.diffusion_progressive(PROMPT, scheduler="nope"))
 
 
-def test_predicted_x0_fallback_formula(tiny_engine):
-    sched = make_scheduler("dpm", tiny_engine.diffusion.scheduler_config)
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
+def test_predicted_x0_fallback_formula(tiny_engine, prediction_type):
+    config = {**tiny_engine.diffusion.scheduler_config, "prediction_type": prediction_type}
+    sched = make_scheduler("dpm", config)
     sched.set_timesteps(5)
     t = sched.timesteps[2]
     g = torch.Generator().manual_seed(0)
-    x, eps = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 4, 16, 16, generator=g)
+    x0, eps = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 4, 16, 16, generator=g)
+    a = sched.alphas_cumprod[int(t)]
+    x = a.sqrt() * x0 + (1 - a).sqrt() * eps  # the noisy latent made of x0 and eps
+    output = a.sqrt() * eps - (1 - a).sqrt() * x0 if prediction_type == "v_prediction" else eps
 
     class NoX0:
         pred_original_sample = None
 
-    a = sched.alphas_cumprod[int(t)]
-    expected = (x - (1 - a).sqrt() * eps) / a.sqrt()
-    assert torch.allclose(predicted_x0(sched, x, eps, t, NoX0()), expected)
-    # Re-noising the estimate with the same noise gives back x_t.
-    assert torch.allclose(a.sqrt() * expected + (1 - a).sqrt() * eps, x, atol=1e-5)
+    # A perfect prediction gives back the clean latent it was made from.
+    assert torch.allclose(predicted_x0(sched, x, output, t, NoX0()), x0, atol=1e-4)
 
     class WithX0:
         pred_original_sample = torch.ones(1)
