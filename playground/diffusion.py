@@ -32,7 +32,7 @@ from .text import MAX_PROMPT_TOKENS, PromptEncoder
 class DiffusionConfig:
     block_out_channels: tuple[int, ...] = (64, 128)  # 16x16 -> 8x8
     layers_per_block: int = 1
-    attention_head_dim: int = 32
+    num_attention_heads: int = 4  # 128 channels / 4 = 32 dimensions a head
     text_hidden_size: int = 128  # = the UNet's cross_attention_dim
     text_layers: int = 2
     text_heads: int = 4
@@ -56,7 +56,8 @@ def build_unet(cfg: DiffusionConfig, latent_channels: int = 4, grid: int = 16) -
         block_out_channels=cfg.block_out_channels,
         layers_per_block=cfg.layers_per_block,
         cross_attention_dim=cfg.text_hidden_size,
-        attention_head_dim=cfg.attention_head_dim,
+        # diffusers' `attention_head_dim` is, for historical reasons, the number of heads here.
+        attention_head_dim=cfg.num_attention_heads,
         norm_num_groups=16,
     )
 

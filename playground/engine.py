@@ -94,7 +94,7 @@ def build_random_assets(folder: str | Path, seed: int = 0) -> Path:
     pe = PromptEncoder.from_pretrained(folder / "tokenizer")
     vq = build_autoencoder(AutoencoderConfig(block_out_channels=(8, 8, 8), num_vq_embeddings=32, norm_num_groups=4))
     vq.save_pretrained(folder / "vqvae")
-    dcfg = DiffusionConfig(block_out_channels=(16, 32), attention_head_dim=8, text_hidden_size=32, text_layers=1, text_heads=2)
+    dcfg = DiffusionConfig(block_out_channels=(16, 32), num_attention_heads=2, text_hidden_size=32, text_layers=1, text_heads=2)
     unet = build_unet(dcfg, latent_channels=4, grid=16)
     unet.save_pretrained(folder / "unet")
     build_text_encoder(dcfg, pe.vocab_size, pe.pad_id, pe.bos_id).save_pretrained(folder / "text_encoder")

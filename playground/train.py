@@ -1,12 +1,17 @@
-"""Reproduce every shipped weight from scratch: the autoencoder, then the two generators.
+"""Reproduce every shipped weight from scratch: the autoencoder (and a decoder fine-tune),
+then the two generators, into assets/.
 
-    python -m playground.train                      # all three stages, into assets/
-    python -m playground.train --stage diffusion    # one stage (needs the autoencoder)
+    python -m playground.train                      # all four stages, one after the other
+    python -m playground.train --stage diffusion    # one stage (the generators need the autoencoder)
+
+Faster on 2 cores: the autoencoder and decoder stages first, then the two generators at once:
+
+    python -m playground.train --stage autoencoder && python -m playground.train --stage decoder --threads 1
+    python -m playground.train --stage diffusion --threads 1 & python -m playground.train --stage autoregressive --threads 1
 
 Each stage shows a progress bar, saves a checkpoint to runs/<stage>/ every few hundred steps
 and resumes from it when restarted (so a run can span sessions), uses fixed seeds, and writes
-its loss curve to assets/<stage>-loss.png. Run the two generator stages at the same time with
-`--threads 1` each to use both cores.
+its loss curve to assets/<stage>-loss.png.
 """
 
 from __future__ import annotations
@@ -171,7 +176,7 @@ def train_decoder(args) -> None:
     vq.decoder.train()
 
     def step_fn(step: int) -> float:
-        x = images_to_tensor(images[rng.integers(len(images), size=args.ae_batch)])  # (B, 3, 64, 64)
+        x = images_to_tensor(images[rng.integers(len(images), size=args.decoder_batch)])  # (B, 3, 64, 64)
         with torch.no_grad():
             quant, _, _ = vq.quantize(vq.encode(x).latents)  # (B, C, 16, 16)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -318,12 +323,13 @@ def main(argv=None) -> None:
     p.add_argument("--ae-lr", type=float, default=2e-3)
     p.add_argument("--decoder-steps", type=int, default=1500)
     p.add_argument("--decoder-lr", type=float, default=5e-4)
-    p.add_argument("--diffusion-steps", type=int, default=5000)
+    p.add_argument("--decoder-batch", type=int, default=16)
+    p.add_argument("--diffusion-steps", type=int, default=1800)
     p.add_argument("--diffusion-batch", type=int, default=32)
     p.add_argument("--diffusion-lr", type=float, default=1e-3)
-    p.add_argument("--ar-steps", type=int, default=5000)
+    p.add_argument("--ar-steps", type=int, default=1800)
     p.add_argument("--ar-batch", type=int, default=16)
-    p.add_argument("--ar-lr", type=float, default=1.5e-3)
+    p.add_argument("--ar-lr", type=float, default=2e-3)
     p.add_argument("--ar-bf16", type=int, default=1, help="bfloat16 autocast (faster on these CPUs)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
