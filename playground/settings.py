@@ -38,7 +38,7 @@ class GenerationSettings:
     scheduler: str = "ddim"
     guidance_scale: float = 3.0
     # autoregressive
-    temperature: float = 1.0
+    temperature: float = 0.5
     top_k: int = 0
     top_p: float = 1.0
     ar_guidance_scale: float = 3.0
