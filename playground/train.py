@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .autoencoder import AutoencoderConfig, SharedAutoencoder, build_autoencoder, images_to_tensor, tensor_to_images
+from .autoencoder import AutoencoderConfig, SharedAutoencoder, build_autoencoder, images_to_tensor
 from .autoregressive import AutoregressiveConfig, build_transformer, training_sequences
 from .data import build_dataset, training_captions
 from .diffusion import DiffusionConfig, build_text_encoder, build_train_scheduler, build_unet
