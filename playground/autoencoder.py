@@ -55,6 +55,12 @@ def tensor_to_images(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two uint8 pictures (or batches), in dB."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
 class SharedAutoencoder:
     """The operations both samplers need, on a loaded VQModel."""
 
@@ -87,3 +93,10 @@ class SharedAutoencoder:
         b = codes.shape[0]
         quant = self.vq.quantize.get_codebook_entry(codes.reshape(-1), (b, self.grid, self.grid, self.latent_channels))
         return tensor_to_images(self.vq.decode(quant, force_not_quantize=True).sample)
+
+    def reconstruct(self, images: np.ndarray, batch: int = 200) -> tuple[np.ndarray, torch.Tensor]:
+        """Pictures through the codebook and back, as the autoregressive model's codes would be
+        drawn: (reconstructions (B, 64, 64, 3) uint8, codes (B, g*g))."""
+        codes = torch.cat([self.latents_to_codes(self.encode(images[i : i + batch])) for i in range(0, len(images), batch)])
+        recon = np.concatenate([self.decode_codes(codes[i : i + batch]) for i in range(0, len(codes), batch)])
+        return recon, codes

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .autoencoder import psnr
 from .engine import load_engine
 from .settings import GenerationSettings
 from .shapes import caption, check, sample_scene
@@ -59,10 +60,8 @@ def autoencoder_psnr(engine, n: int = 500, seed: int = 1000) -> float:
 
     rng = np.random.default_rng(seed)
     images = np.stack([render(sample_scene(rng, held_out="include")) for _ in range(n)])
-    ae = engine.autoregressive.autoencoder
-    recon = ae.decode_codes(ae.latents_to_codes(ae.encode(images)))
-    mse = np.mean((recon.astype(np.float64) - images) ** 2)
-    return float(10 * np.log10(255**2 / mse))
+    recon, _ = engine.autoregressive.autoencoder.reconstruct(images)
+    return psnr(recon, images)
 
 
 def main(argv=None) -> None:

@@ -439,13 +439,10 @@ def with_note(status: str, frame, note: str) -> str:
 
 
 def decode_diffusion_frame(frame) -> None:
-    """Decode a diffusion frame's noisy state and x0 guess in one batch (about 40 % cheaper than
-    one at a time), into the frame's own cache, where noisy_image() and x0_image() find them."""
-    if frame.done or "_previews" in frame.__dict__:
-        return  # the final picture is the noisy state alone; or decoded already
-    noisy, x0 = frame.autoencoder.decode_latents(torch.cat([frame.latents, frame.pred_x0]))
-    frame._cached("noisy", lambda: noisy)
-    frame._cached("x0", lambda: x0)
+    """Decode what a diffusion frame shows: the final picture alone once done, else the noisy
+    state and the x0 guess in one batch."""
+    if not frame.done:
+        frame.decode_previews()
 
 
 def diffusion_view(frame, compute_ms: float, note: str = "") -> dict:

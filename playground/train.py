@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .autoencoder import AutoencoderConfig, SharedAutoencoder, build_autoencoder, images_to_tensor
+from .autoencoder import AutoencoderConfig, SharedAutoencoder, build_autoencoder, images_to_tensor, psnr
 from .autoregressive import AutoregressiveConfig, build_transformer, training_sequences
 from .data import build_dataset, training_captions
 from .diffusion import DiffusionConfig, build_text_encoder, build_train_scheduler, build_unet
@@ -93,11 +93,6 @@ def run_loop(stage: str, ckpt: Checkpointer, total: int, peak_lr: float, step_fn
     plot_loss_curve(ckpt.losses, ASSETS / f"{stage}-loss.png", title=f"{stage} training loss")
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
-
-
 # ----------------------------------------------------------------------------- autoencoder
 
 
@@ -136,14 +131,12 @@ def train_autoencoder(args) -> None:
     vq.eval()
 
     # The scale that gives the diffusion model unit-variance latents, and the report.
-    shared = SharedAutoencoder(vq)
     test_images, _ = build_dataset(1000, seed=args.seed + 1000)
     with torch.no_grad():
         lat = torch.cat([vq.encode(images_to_tensor(test_images[i : i + 200])).latents for i in range(0, 1000, 200)])
     vq.register_to_config(scaling_factor=float(1.0 / lat.std()))
     shared = SharedAutoencoder(vq)
-    codes = torch.cat([shared.latents_to_codes(lat[i : i + 200] * shared.scaling_factor) for i in range(0, 1000, 200)])
-    recon = np.concatenate([shared.decode_codes(codes[i : i + 200]) for i in range(0, 1000, 200)])
+    recon, codes = shared.reconstruct(test_images)
     report = {
         "psnr_db": psnr(recon, test_images),
         "codes_used": int(len(torch.unique(codes))),
@@ -193,8 +186,7 @@ def train_decoder(args) -> None:
     run_loop("decoder", ckpt, args.decoder_steps, args.decoder_lr, step_fn)
     vq.eval()
     test_images, _ = build_dataset(1000, seed=args.seed + 1000)
-    shared = SharedAutoencoder(vq)
-    recon = np.concatenate([shared.decode_codes(shared.latents_to_codes(shared.encode(test_images[i : i + 200]))) for i in range(0, 1000, 200)])
+    recon, _ = SharedAutoencoder(vq).reconstruct(test_images)
     report = json.loads((RUNS / "autoencoder" / "report.json").read_text()) if (RUNS / "autoencoder" / "report.json").is_file() else {}
     report["psnr_db_after_decoder_finetune"] = psnr(recon, test_images)
     print(json.dumps(report))

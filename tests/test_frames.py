@@ -95,7 +95,7 @@ class CountingDecoder:
 
     def decode_latents(self, latents):
         self.calls["latents"] += 1
-        return self.picture[None].copy()
+        return np.stack([self.picture] * len(latents))
 
     def decode_codes(self, codes):
         self.calls["codes"] += 1
@@ -143,6 +143,16 @@ def test_diffusion_frame_decodes_each_view_once():
     assert dec.calls["latents"] == 1
     f.noisy_image(), f.noisy_image()
     assert dec.calls["latents"] == 2
+
+
+def test_diffusion_frame_decodes_both_previews_in_one_batch():
+    dec = CountingDecoder()
+    z = torch.zeros(1, 4, 16, 16)
+    f = DiffusionFrame(step=3, total=10, elapsed_ms=1.0, network_evaluations=4, autoencoder=dec, latents=z, pred_x0=z)
+    f.decode_previews(), f.decode_previews()
+    assert dec.calls["latents"] == 1
+    assert f.noisy_image().shape == f.x0_image().shape == (64, 64, 3)
+    assert dec.calls["latents"] == 1  # both came from the one batched decode
 
 
 # ----------------------------------------------------------------------------- pick / frame_at

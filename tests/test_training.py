@@ -7,6 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from playground.autoencoder import psnr
+
 from playground import train
 from playground.data import build_dataset, scene_from_json, scene_to_json, training_captions
 from playground.plots import plot_loss_curve
@@ -134,6 +136,6 @@ def test_dataset_cache_and_captions(tmp_path):
 
 def test_psnr():
     a = np.zeros((4, 4, 3), dtype=np.uint8)
-    assert train.psnr(a, a) == pytest.approx(10 * math.log10(255**2 / 1e-10))
+    assert psnr(a, a) == pytest.approx(10 * math.log10(255**2 / 1e-10))
     b = a + 10
-    assert train.psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 100))
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 100))
