@@ -89,9 +89,10 @@ class SharedAutoencoder:
 
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor) -> np.ndarray:
-        """Codes (B, g*g) -> pictures (B, 64, 64, 3) uint8."""
-        b = codes.shape[0]
-        quant = self.vq.quantize.get_codebook_entry(codes.reshape(-1), (b, self.grid, self.grid, self.latent_channels))
+        """Codes (B, g*g) -> pictures (B, 64, 64, 3) uint8. Fewer codes, (B, r*g), are the top r
+        rows of the grid and decode to the top of the picture, (B, 64*r/g, 64, 3)."""
+        b, rows = codes.shape[0], codes.shape[1] // self.grid
+        quant = self.vq.quantize.get_codebook_entry(codes.reshape(-1), (b, rows, self.grid, self.latent_channels))
         return tensor_to_images(self.vq.decode(quant, force_not_quantize=True).sample)
 
     def reconstruct(self, images: np.ndarray, batch: int = 200) -> tuple[np.ndarray, torch.Tensor]:

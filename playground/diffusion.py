@@ -51,14 +51,22 @@ def build_unet(cfg: DiffusionConfig, latent_channels: int = 4, grid: int = 16) -
         sample_size=grid,
         in_channels=latent_channels,
         out_channels=latent_channels,
-        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
-        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+        # Cross-attention at every resolution (where each object goes is decided at 16x16);
+        # self-attention only below the first, where 256 positions would cost too much here.
+        down_block_types=("CrossAttnDownBlock2D",) * n,
+        up_block_types=("CrossAttnUpBlock2D",) * n,
+        only_cross_attention=(True,) + (False,) * (n - 1),
         block_out_channels=cfg.block_out_channels,
         layers_per_block=cfg.layers_per_block,
         cross_attention_dim=cfg.text_hidden_size,
         # diffusers' `attention_head_dim` is, for historical reasons, the number of heads here.
         attention_head_dim=cfg.num_attention_heads,
         norm_num_groups=16,
+        # The pooled prompt is also added to the timestep embedding (as SDXL adds its pooled
+        # text), so every residual block knows the prompt: global facts such as the background
+        # colour are learned in a few hundred steps instead of thousands.
+        class_embed_type="projection",
+        projection_class_embeddings_input_dim=cfg.text_hidden_size,
     )
 
 
@@ -116,9 +124,18 @@ class DiffusionModel:
     scheduler_config: dict
 
     @torch.no_grad()
-    def encode_prompts(self, input_ids: list[list[int]]) -> torch.Tensor:
-        ids = torch.tensor(input_ids, dtype=torch.long)  # (B, T)
-        return self.text_encoder(input_ids=ids).last_hidden_state  # (B, T, D)
+    def encode_prompts(self, input_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return encode_text(self.text_encoder, self.unet, torch.tensor(input_ids, dtype=torch.long))
+
+
+def encode_text(text_encoder, unet, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The UNet's two text inputs for prompt ids (B, T), left-padded: every token's state for
+    cross-attention (B, T, D), and the pooled prompt for the timestep embedding (B, D) or None
+    when the UNet has no class embedding. The pooled state is the last token's: with causal
+    attention and left padding, it is the one that has read the whole prompt."""
+    hidden = text_encoder(input_ids=input_ids).last_hidden_state  # (B, T, D)
+    pooled = hidden[:, -1] if unet.config.class_embed_type is not None else None  # (B, D)
+    return hidden, pooled
 
 
 def predicted_x0(scheduler, latents: torch.Tensor, model_output: torch.Tensor, t, step_output) -> torch.Tensor:
@@ -152,7 +169,7 @@ def diffusion_progressive(
     # 1. Encode the prompt and the empty prompt (classifier-free guidance needs both).
     use_cfg = guidance_scale != 1.0 and not enc.unconditional
     uncond = model.prompt_encoder("").input_ids
-    context = model.encode_prompts([uncond, enc.input_ids] if use_cfg else [enc.input_ids])  # (B, T, D)
+    context, pooled = model.encode_prompts([uncond, enc.input_ids] if use_cfg else [enc.input_ids])  # (B, T, D), (B, D)
     evaluations = 1
 
     # 2. Start from seeded Gaussian noise in the autoencoder's latent space.
@@ -165,7 +182,7 @@ def diffusion_progressive(
         # 3. Predict (the noise's velocity), for the prompt and (with guidance) for the empty prompt.
         x_in = torch.cat([latents] * context.shape[0])
         x_in = sched.scale_model_input(x_in, t)
-        eps = model.unet(x_in, t, encoder_hidden_states=context).sample  # (B, C, g, g)
+        eps = model.unet(x_in, t, encoder_hidden_states=context, class_labels=pooled).sample  # (B, C, g, g)
         evaluations += 1
         # 4. Classifier-free guidance: push away from the unconditional prediction.
         if use_cfg:

@@ -86,11 +86,18 @@ class AutoregressiveFrame(Frame):
         return divmod(self.position, self.grid)
 
     def raw_image(self) -> np.ndarray:
-        """The grid decoded as it stands, unwritten cells given code 0: (64, 64, 3) uint8."""
+        """The grid decoded as it stands: (64, 64, 3) uint8. Before the last token only the rows
+        down to the last one written (and one more) are decoded, unwritten cells as code 0; the
+        rows below stay black, for they are hatched in every preview. In raster order that
+        halves a preview's cost on average."""
         def decode():
-            codes = self.codes.clone()
+            rows = decoded_rows(self.codes, self.grid, self.done)
+            codes = self.codes[: rows * self.grid].clone()  # (rows * g,)
             codes[codes == UNWRITTEN] = 0
-            return self.autoencoder.decode_codes(codes[None])[0]
+            picture = self.autoencoder.decode_codes(codes[None])[0]  # (rows * cell, W, 3)
+            full = np.zeros((picture.shape[1],) * 2 + (3,), dtype=np.uint8)
+            full[: picture.shape[0]] = picture
+            return full
 
         return self._cached("raw", decode)
 
@@ -109,6 +116,15 @@ class AutoregressiveFrame(Frame):
 
 
 # ----------------------------------------------------------------------------- pure previews
+
+
+def decoded_rows(codes: torch.Tensor, grid: int, done: bool) -> int:
+    """How many grid rows a preview decodes: all once done, else down to the last row holding a
+    written cell, plus one (so the decoder sees below the frontier what a full decode would)."""
+    written = (codes.view(grid, grid) != UNWRITTEN).any(1).nonzero()  # (rows written, 1)
+    if done or len(written) == 0:
+        return grid
+    return min(grid, int(written[-1]) + 2)
 
 
 def mark_partial_grid(image: np.ndarray, written: np.ndarray, position: int | None) -> np.ndarray:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from playground.frames import UNWRITTEN, AutoregressiveFrame, DiffusionFrame, mark_partial_grid, upscale
+from playground.frames import UNWRITTEN, AutoregressiveFrame, DiffusionFrame, decoded_rows, mark_partial_grid, upscale
 from playground.outputs import frame_at, pick
 
 MAGENTA = (255, 0, 255)
@@ -99,8 +99,9 @@ class CountingDecoder:
 
     def decode_codes(self, codes):
         self.calls["codes"] += 1
+        self.rows = codes.shape[1] // 16
         assert (codes >= 0).all(), "unwritten cells must be given a real code before decoding"
-        return self.picture[None].copy()
+        return self.picture[None, : 4 * self.rows].copy()  # the top rows, as the autoencoder does
 
 
 def ar_frame(decoder, position, total=256):
@@ -124,6 +125,27 @@ def test_autoregressive_frame_decodes_lazily_and_once():
     assert np.array_equal(p1[:16], upscale(dec.picture, 4)[:16])
     assert (p1[16, 4 * 16 : 5 * 16] == MAGENTA).all()
     assert (p1[200:, :, 0] == p1[200:, :, 1]).all()
+
+
+def test_decoded_rows_reach_one_row_past_the_last_written_cell():
+    codes = torch.full((256,), UNWRITTEN, dtype=torch.long)
+    assert decoded_rows(codes, 16, done=False) == 16  # nothing written: nothing to save
+    codes[:5] = 3
+    assert decoded_rows(codes, 16, done=False) == 2
+    codes[:37] = 3  # rows 0-1 and part of row 2
+    assert decoded_rows(codes, 16, done=False) == 4
+    assert decoded_rows(codes, 16, done=True) == 16
+    codes[250] = 3  # a kept cell in the last row (editing): the whole grid
+    assert decoded_rows(codes, 16, done=False) == 16
+
+
+def test_partial_frame_decodes_only_the_rows_it_shows():
+    dec = CountingDecoder()
+    f = ar_frame(dec, position=20)  # row 1: rows 0-2 decoded
+    raw = f.raw_image()
+    assert dec.rows == 3 and raw.shape == (64, 64, 3)
+    assert np.array_equal(raw[:12], dec.picture[:12]) and (raw[12:] == 0).all()
+    assert np.array_equal(f.preview(1)[:4], dec.picture[:4])  # the written rows are shown as decoded
 
 
 def test_finished_autoregressive_frame_is_the_plain_picture():
