@@ -29,7 +29,7 @@ JANUS_CHAT_TEMPLATE = (  # the shape of Janus-Pro's own: "<|User|>: prompt <|Ass
 def build_tiny_stable_diffusion(folder: str | Path, seed: int = 0) -> Path:
     """A StableDiffusionPipeline with a 2-block UNet on an 8x8x4 latent, a 2x VAE (16x16
     pictures), a 1-layer CLIP text encoder and a CLIP tokenizer from a vocabulary written here."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)
@@ -57,7 +57,8 @@ def build_tiny_stable_diffusion(folder: str | Path, seed: int = 0) -> Path:
         max_position_embeddings=16, bos_token_id=len(tokens) - 2, eos_token_id=len(tokens) - 1, pad_token_id=len(tokens) - 1,
         projection_dim=16,
     ))
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing", steps_offset=1)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)  # as Stable Diffusion 1.x ships it
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
