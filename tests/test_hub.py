@@ -172,3 +172,14 @@ def test_app_shows_model_menus_only_with_a_choice():
     menus = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None) in ("diffusion-model", "autoregressive-model")}
     assert menus["diffusion-model"].visible and not menus["autoregressive-model"].visible
     assert any("not found" in str(getattr(b, "value", "")) for b in demo.blocks.values())
+
+
+def test_a_configured_tiny_autoencoder_makes_the_previews(tiny_hub_models, tmp_path):
+    from diffusers import AutoencoderTiny
+
+    AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
+                    num_decoder_blocks=(1, 1), latent_channels=4).save_pretrained(tmp_path / "taesd")
+    model = load_hub_model("diffusion", tiny_hub_models["diffusion"], preview_vae=str(tmp_path / "taesd"))
+    *_, before_last, last = model.progressive("a dog", num_inference_steps=3)
+    assert before_last.x0_image().shape == (16, 16, 3)  # the tiny autoencoder's 2x, not one pixel per cell
+    assert last.image().shape == (16, 16, 3)
