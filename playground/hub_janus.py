@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .autoregressive import NUM_CANDIDATES, filter_logits
+from .autoregressive import choose_token
 from .frames import DISPLAY_SIZE, UNWRITTEN, AutoregressiveFrame
 from .hub import ModelLoadError, device_and_dtype, read_config
 
@@ -138,13 +138,7 @@ def janus_progressive(
         if use_cfg:
             logits = logits[1:2] + guidance_scale * (logits[0:1] - logits[1:2])  # (1, K)
         # 3. Choose the token: greedy at temperature 0, else sample from the filtered distribution.
-        if temperature <= 0:
-            probs = logits.softmax(-1)
-            token = int(logits.argmax(-1))
-        else:
-            probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)  # (1, K)
-            token = int(torch.multinomial(probs, 1, generator=generator))
-        top = torch.topk(probs[0], NUM_CANDIDATES)
+        token, candidates = choose_token(logits, temperature, top_k, top_p, generator)
         codes[i] = token
         yield AutoregressiveFrame(
             step=i + 1,
@@ -156,7 +150,7 @@ def janus_progressive(
             codes=codes.clone(),
             position=i,
             token=token,
-            candidates=[(int(c), float(p)) for c, p in zip(top.indices, top.values)],
+            candidates=candidates,
             grid=grid,
         )
         if i == n - 1:
