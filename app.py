@@ -3,8 +3,12 @@ side by side and live. This file is the page layout and its wiring only: what ha
 event is in playground/live.py, the explanations in playground/teaching.py.
 
     python app.py [--host 127.0.0.1] [--port 7860] [--assets assets/] [--share]
+                  [--diffusion-model ID] [--autoregressive-model ID] [--preview-vae ID]
 
-Environment: PLAYGROUND_HOST, PLAYGROUND_PORT and PLAYGROUND_ASSETS set the same defaults.
+Environment: PLAYGROUND_HOST, PLAYGROUND_PORT, PLAYGROUND_ASSETS, PLAYGROUND_DIFFUSION_MODEL,
+PLAYGROUND_AUTOREGRESSIVE_MODEL and PLAYGROUND_PREVIEW_VAE set the same defaults. Real models
+(README: "Running real models") get a model menu above each panel; one that cannot be loaded is
+reported on the page and the embedded model takes its place.
 The API (gradio_client) has one streaming endpoint, /generate (prompt, seed, ... by keyword);
 its first two outputs are the diffusion picture and the autoregressive picture.
 """
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from functools import partial
 
 import gradio as gr  # torch and the models are imported by build_demo / loaded on first use
 
@@ -23,11 +26,15 @@ CSS = """
 """
 
 
-def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
+def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | None = None,
+               problems: list[str] | None = None) -> gr.Blocks:
     """The page. `engine_loader()` returns an Engine (default: load_engine, which reads
-    PLAYGROUND_ASSETS); it is called once, on first use, and the engine shared by all sessions."""
+    PLAYGROUND_ASSETS); it is called once, on first use, and the engine shared by all sessions.
+    `models` ({"diffusion": [...], "autoregressive": [...]}, default first) fills the model
+    menus, shown where there is a choice; `problems` are shown at the top of the page."""
     from playground import live, teaching
     from playground.diffusion import SCHEDULERS
+    from playground.hub import on_gpu
     from playground.settings import LIMITS, GenerationSettings
 
     pg = live.Playground(engine_loader)
@@ -39,8 +46,15 @@ def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
         low, high = LIMITS[name]
         return gr.Number(getattr(defaults, name), label=label, info=f"{low} to {high:,}", elem_id=name)
 
+    def model_menu(kind: str, label: str) -> gr.Dropdown:
+        choices = (models or {}).get(kind) or [""]
+        return gr.Dropdown(choices, value=choices[0], label=label, elem_id=f"{kind}-model", visible=len(choices) > 1,
+                           allow_custom_value=True)  # so that a wrong name gets our message, not gradio's
+
     with gr.Blocks(title="Diffusion vs autoregressive: live", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(teaching.INTRO)
+        if problems:
+            gr.Markdown("\n".join(f"⚠️ {p}" for p in problems), elem_id="model-problems")
         with gr.Row(equal_height=True):
             prompt = gr.Textbox(
                 label="Prompt", elem_id="prompt", scale=6, lines=1,
@@ -70,6 +84,9 @@ def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
                 top_p = number("top_p", "AR top-p")
                 ar_guidance = number("ar_guidance_scale", "AR guidance")
 
+        with gr.Row():
+            diffusion_model = model_menu("diffusion", "Diffusion model")
+            autoregressive_model = model_menu("autoregressive", "Autoregressive model")
         with gr.Row():
             with gr.Column():
                 gr.Markdown("## Diffusion")
@@ -113,7 +130,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
         if "GRADIO_EXAMPLES_CACHE" not in os.environ:  # gradio reads it when Examples are made
             os.environ["GRADIO_EXAMPLES_CACHE"] = live.examples_cache_dir()
         examples = dict(inputs=[prompt, seed], outputs=[out[name] for name in live.EXAMPLE_OUTPUTS],
-                        fn=pg.generate_example,
+                        fn=on_gpu(pg.generate_example),
                         cache_examples=cache_examples, cache_mode="eager", preload=False)
         gr.Examples(teaching.EXAMPLES, label="Prompts the models learned", **examples)
         gr.Examples(teaching.HELD_OUT_EXAMPLES, label="Held-out colour–shape pairs (never in training)",
@@ -122,10 +139,11 @@ def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
         gr.Markdown("## The two side by side\n" + teaching.COMPARISON_TABLE)
 
         # ------------------------------------------------------------------ wiring
-        inputs = [prompt, seed, steps, scheduler, guidance, temperature, top_k, top_p, ar_guidance]
-        run = dict(fn=pg.generate, inputs=inputs, outputs=outputs,
+        inputs = [prompt, seed, steps, scheduler, guidance, temperature, top_k, top_p, ar_guidance,
+                  diffusion_model, autoregressive_model]
+        run = dict(fn=on_gpu(pg.generate), inputs=inputs, outputs=outputs,
                    concurrency_limit=live.GENERATE_CONCURRENCY, concurrency_id="generate")
-        downloads = dict(fn=pg.downloads, inputs=out["run_key"], outputs=out["downloads"], show_progress="minimal")
+        downloads = dict(fn=on_gpu(pg.downloads), inputs=out["run_key"], outputs=out["downloads"], show_progress="minimal")
         clear = dict(fn=lambda: None, inputs=None, outputs=out["downloads"], queue=False, show_progress="hidden",
                      api_visibility="private")  # the last run's downloads go when a new run starts
         generate.click(**clear)
@@ -138,7 +156,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
             pg.finish_stopped, None, outputs, api_visibility="private"
         ).then(api_visibility="private", **downloads)
         out["scrub"].input(
-            pg.scrub, [out["scrub"], out["run_key"]], [out[name] for name in live.SCRUB_OUTPUTS],
+            on_gpu(pg.scrub), [out["scrub"], out["run_key"]], [out[name] for name in live.SCRUB_OUTPUTS],
             api_name="scrub", show_progress="hidden", trigger_mode="always_last",
         )
         prompt.change(live.prompt_feedback, prompt, feedback, queue=False, show_progress="hidden",
@@ -158,18 +176,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--assets", default=os.environ.get("PLAYGROUND_ASSETS"),
                         help="model folder (default: assets/)")
     parser.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
+    from playground.cli import add_model_arguments  # (imports torch: only when run, never on import)
+
+    add_model_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from playground.engine import ModelNotFoundError, load_engine
+    from playground.cli import load_engine_from_args
+    from playground.engine import ModelNotFoundError
 
-    demo = build_demo(engine_loader=partial(load_engine, args.assets))
     try:
-        demo.playground.engine.get()  # load the models now, not on the first click
+        engine = load_engine_from_args(args)  # the models now, not on the first click
     except ModelNotFoundError as exc:
         raise SystemExit(f"error: {exc}") from None
+    models = {kind: engine.models(kind) for kind in ("diffusion", "autoregressive")}
+    uses_hub = any(len(m) > 1 for m in models.values())
+    # The examples are the embedded models' own prompts: computed ahead only when those paint them.
+    demo = build_demo(engine_loader=lambda: engine, cache_examples=not uses_hub,
+                      models=models, problems=engine.problems)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, css=CSS)
 
 

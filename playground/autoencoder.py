@@ -64,6 +64,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 class SharedAutoencoder:
     """The operations both samplers need, on a loaded VQModel."""
 
+    decodes_top_rows = True  # decode_codes takes the top rows of a grid alone (cheap previews)
+
     def __init__(self, vq: VQModel):
         self.vq = vq.eval()
         self.scaling_factor = float(vq.config.scaling_factor)

@@ -93,6 +93,19 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
+def choose_token(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator):
+    """The next token from logits (1, K): greedy at temperature 0, else sampled from the
+    filtered distribution. Returns (token, the NUM_CANDIDATES most likely as (code, probability))."""
+    if temperature <= 0:
+        probs = logits.softmax(-1)
+        token = int(logits.argmax(-1))
+    else:
+        probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)  # (1, K)
+        token = int(torch.multinomial(probs, 1, generator=generator))
+    top = torch.topk(probs[0], min(NUM_CANDIDATES, probs.shape[-1]))
+    return token, [(int(c), float(p)) for c, p in zip(top.indices, top.values)]
+
+
 @torch.no_grad()
 def autoregressive_progressive(
     model: AutoregressiveModel,
@@ -126,13 +139,7 @@ def autoregressive_progressive(
         if use_cfg:
             logits = logits[0:1] + guidance_scale * (logits[1:2] - logits[0:1])  # (1, K)
         # 3. Choose the token: greedy at temperature 0, else sample from the filtered distribution.
-        if temperature <= 0:
-            probs = logits.softmax(-1)
-            token = int(logits.argmax(-1))
-        else:
-            probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)  # (1, K)
-            token = int(torch.multinomial(probs, 1, generator=generator))
-        top = torch.topk(probs[0], NUM_CANDIDATES)
+        token, candidates = choose_token(logits, temperature, top_k, top_p, generator)
         codes[i] = token
         yield AutoregressiveFrame(
             step=i + 1,
@@ -145,7 +152,7 @@ def autoregressive_progressive(
             codes=codes.clone(),
             position=i,
             token=token,
-            candidates=[(int(c), float(p)) for c, p in zip(top.indices, top.values)],
+            candidates=candidates,
             grid=cfg.image_grid,
         )
         if i == n - 1:

@@ -36,6 +36,30 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ar-guidance-scale", default=d.ar_guidance_scale, help="autoregressive classifier-free guidance")
 
 
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--diffusion-model, --autoregressive-model, --preview-vae (shared by app.py and the CLI)."""
+    p.add_argument("--diffusion-model", action="append", default=None, metavar="ID",
+                   help="a diffusers text-to-image pipeline (Hugging Face Hub id or folder), e.g. stabilityai/sd-turbo; "
+                        "repeat for several (default: $PLAYGROUND_DIFFUSION_MODEL, else the embedded model)")
+    p.add_argument("--autoregressive-model", action="append", default=None, metavar="ID",
+                   help="a transformers Janus model, e.g. deepseek-community/Janus-Pro-1B "
+                        "(default: $PLAYGROUND_AUTOREGRESSIVE_MODEL, else the embedded model)")
+    p.add_argument("--preview-vae", default=None, metavar="ID",
+                   help="an AutoencoderTiny for cheap diffusion previews, e.g. madebyollin/taesd (default: $PLAYGROUND_PREVIEW_VAE)")
+
+
+def load_engine_from_args(args):
+    """The engine the flags ask for; each model that cannot be loaded is reported on stderr
+    and the embedded model stands in for it."""
+    from .engine import load_engine
+
+    engine = load_engine(args.assets, diffusion_model=args.diffusion_model,
+                         autoregressive_model=args.autoregressive_model, preview_vae=args.preview_vae)
+    for problem in engine.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return engine
+
+
 def settings_from_args(args) -> GenerationSettings:
     return GenerationSettings(
         seed=args.seed, num_inference_steps=args.num_inference_steps, scheduler=args.scheduler,
@@ -49,7 +73,7 @@ def generate_one(engine, prompt: str, settings: GenerationSettings, out: Path) -
     from .outputs import comparison_strip, save_gif
 
     out.mkdir(parents=True, exist_ok=True)
-    enc = engine.prompt_encoder(prompt)
+    enc = engine.encode_prompt(prompt, settings.diffusion_model, settings.autoregressive_model)
     report = {"prompt": prompt, "settings": settings.as_dict(), "unknown_words": enc.unknown_words,
               "unconditional": enc.unconditional, "message": enc.message()}
     runs = {}
@@ -64,7 +88,8 @@ def generate_one(engine, prompt: str, settings: GenerationSettings, out: Path) -
         Image.fromarray(image).save(out / f"{name}.png")
         save_gif(frames, out / f"{name}.gif")
         runs[name] = frames
-        report[name] = {"seconds": round(seconds, 4), "steps": frames[-1].total,
+        report[name] = {"model": engine.model_name(name, kwargs.get("model", "")),
+                        "seconds": round(seconds, 4), "steps": frames[-1].total,
                         "network_evaluations": frames[-1].network_evaluations}
     Image.fromarray(comparison_strip(runs["diffusion"], runs["autoregressive"])).save(out / "comparison.png")
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -92,9 +117,7 @@ def cmd_generate(args) -> int:
         prompts = read_prompts(args.prompts_file)
     else:
         prompts = [validate_prompt(args.prompt or "")]
-    from .engine import load_engine
-
-    engine = load_engine(args.assets)
+    engine = load_engine_from_args(args)
     out = Path(args.out)
     for i, prompt in enumerate(prompts):
         folder = out / f"{i:04d}" if args.prompts_file else out
@@ -116,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="out", help="output folder (default: out)")
     g.add_argument("--assets", default=os.environ.get("PLAYGROUND_ASSETS"), help="model folder (default: the shipped assets/)")
     add_settings_arguments(g)
+    add_model_arguments(g)
     g.set_defaults(func=cmd_generate)
     return p
 

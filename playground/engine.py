@@ -8,12 +8,16 @@
 
 `load_engine(folder)` loads them all with `from_pretrained` (safetensors only) and returns an
 `Engine`; any folder laid out the same way (such as the tiny random ones the tests build) works.
+Real models (playground/hub.py) join them by name: `load_engine(folder, diffusion_model=ID,
+autoregressive_model=ID)`; the first real model of each kind is that panel's default, and one
+that cannot be loaded leaves the embedded model in its place, with the reason in `problems`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,7 +25,11 @@ import torch
 from .autoencoder import SharedAutoencoder
 from .autoregressive import AutoregressiveModel, autoregressive_progressive
 from .diffusion import SCHEDULERS, DiffusionModel, diffusion_progressive
-from .text import PromptEncoder
+from .hub import EMBEDDED, ModelLoadError, configured_models, load_hub_model
+from .settings import SettingsError
+from .text import EncodedPrompt, PromptEncoder
+
+log = logging.getLogger(__name__)
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 REQUIRED = ("tokenizer/tokenizer.json", "vqvae", "unet", "text_encoder", "scheduler", "transformer")
@@ -36,12 +44,38 @@ class Engine:
     diffusion: DiffusionModel
     autoregressive: AutoregressiveModel
     folder: Path
+    hub: dict[str, dict[str, object]] = field(default_factory=lambda: {"diffusion": {}, "autoregressive": {}})
+    problems: list[str] = field(default_factory=list)  # why a model asked for is not here
 
-    def diffusion_progressive(self, prompt: str, **kwargs):
-        return diffusion_progressive(self.diffusion, prompt, **kwargs)
+    def diffusion_progressive(self, prompt: str, model: str = "", **kwargs):
+        if self.model_name("diffusion", model) == EMBEDDED:
+            return diffusion_progressive(self.diffusion, prompt, **kwargs)
+        return self.hub["diffusion"][self.model_name("diffusion", model)].progressive(prompt, **kwargs)
 
-    def autoregressive_progressive(self, prompt: str, **kwargs):
-        return autoregressive_progressive(self.autoregressive, prompt, **kwargs)
+    def autoregressive_progressive(self, prompt: str, model: str = "", **kwargs):
+        if self.model_name("autoregressive", model) == EMBEDDED:
+            return autoregressive_progressive(self.autoregressive, prompt, **kwargs)
+        return self.hub["autoregressive"][self.model_name("autoregressive", model)].progressive(prompt, **kwargs)
+
+    def models(self, kind: str) -> list[str]:
+        """The models of a kind one can choose, the default first."""
+        return [*self.hub[kind], EMBEDDED]
+
+    def model_name(self, kind: str, model: str = "") -> str:
+        """The model a run of `kind` uses ("": the default); SettingsError for one not loaded."""
+        if not model:
+            return self.models(kind)[0]
+        if model not in self.models(kind):
+            raise SettingsError(f"{kind} model must be one of {', '.join(self.models(kind))}, not {model!r}")
+        return model
+
+    def encode_prompt(self, prompt: str, diffusion_model: str = "", autoregressive_model: str = "") -> EncodedPrompt:
+        """The prompt as the chosen models read it: the embedded models' words when one of them
+        is used (unknown words are reported), else the prompt as it is (real models read any text)."""
+        chosen = {self.model_name("diffusion", diffusion_model), self.model_name("autoregressive", autoregressive_model)}
+        if EMBEDDED in chosen:
+            return self.prompt_encoder(prompt)
+        return EncodedPrompt(prompt, [], prompt.split())
 
     @property
     def prompt_encoder(self) -> PromptEncoder:
@@ -52,8 +86,10 @@ class Engine:
         return list(SCHEDULERS)
 
 
-def load_engine(folder: str | Path | None = None) -> Engine:
-    """Load both embedded models from `folder` (default: the shipped assets/)."""
+def load_engine(folder: str | Path | None = None, diffusion_model=None, autoregressive_model=None,
+                preview_vae: str | None = None) -> Engine:
+    """Load both embedded models from `folder` (default: the shipped assets/), and the real
+    models asked for (ids or folders; None: PLAYGROUND_DIFFUSION_MODEL / _AUTOREGRESSIVE_MODEL)."""
     from diffusers import UNet2DConditionModel, VQModel
     from transformers import AutoModelForCausalLM, CLIPTextModel
 
@@ -73,11 +109,20 @@ def load_engine(folder: str | Path | None = None) -> Engine:
     from diffusers import DDPMScheduler
 
     scheduler_config = DDPMScheduler.load_config(folder / "scheduler")
-    return Engine(
+    engine = Engine(
         diffusion=DiffusionModel(unet, text_encoder, prompt_encoder, autoencoder, scheduler_config),
         autoregressive=AutoregressiveModel(transformer, prompt_encoder, autoencoder),
         folder=folder,
     )
+    preview_vae = preview_vae or os.environ.get("PLAYGROUND_PREVIEW_VAE") or None
+    for kind, given in (("diffusion", diffusion_model), ("autoregressive", autoregressive_model)):
+        for model_id in configured_models(kind, given):
+            try:
+                engine.hub[kind][model_id] = load_hub_model(kind, model_id, preview_vae=preview_vae)
+            except ModelLoadError as exc:
+                engine.problems.append(f"{kind} model {exc}; using the embedded {kind} model instead")
+                log.warning("%s", engine.problems[-1])
+    return engine
 
 
 def build_random_assets(folder: str | Path, seed: int = 0) -> Path:

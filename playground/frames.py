@@ -1,17 +1,41 @@
 """The small typed frames that every sampler yields, and the pure preview functions.
 
 A frame holds tensors (a latent, a token grid) and decodes its pictures only when asked, and
-at most once: a consumer that shows one frame in ten pays for one decode in ten.
+at most once: a consumer that shows one frame in ten pays for one decode in ten. It decodes
+through its `autoencoder`, any object with the `Decoder` methods: the embedded models' shared
+autoencoder, or a real model's own VAE / VQ model (playground/hub_diffusion.py, hub_janus.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
+from PIL import Image
 
 UNWRITTEN = -1  # code of a grid cell the autoregressive model has not written yet
+DISPLAY_SIZE = 64  # the embedded models' pictures are 64x64
+MIN_BOXED_CELL = 8  # the current cell is outlined once a cell is shown at least this many pixels wide
+
+
+class Decoder(Protocol):
+    """What frames decode through. Pictures are (B, H, W, 3) uint8; `preview(scale)` shows
+    them `display_size * scale` pixels high. A decoder without `display_size` is shown at
+    DISPLAY_SIZE, one without `preview_latents` previews with `decode_latents`."""
+
+    display_size: int
+
+    def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents (B, C, h, w) -> the full-quality pictures (a diffusion run's final picture)."""
+
+    def preview_latents(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents (B, C, h, w) -> pictures cheap enough to show at every step (may be rougher)."""
+
+    def decode_codes(self, codes: torch.Tensor) -> np.ndarray:
+        """Codes (B, g*g) -> pictures. With `decodes_top_rows` set, also (B, r*g) -> the top r
+        rows' part of the pictures."""
 
 
 @dataclass
@@ -32,6 +56,14 @@ class Frame:
     def fraction(self) -> float:
         return self.step / max(self.total, 1)
 
+    @property
+    def display_size(self) -> int:
+        """Pixels high of the picture at preview scale 1."""
+        return getattr(self.autoencoder, "display_size", DISPLAY_SIZE)
+
+    def _preview_latents(self, latents: torch.Tensor) -> np.ndarray:
+        return getattr(self.autoencoder, "preview_latents", self.autoencoder.decode_latents)(latents)
+
     def _cached(self, key: str, fn) -> np.ndarray:
         cache = self.__dict__.setdefault("_previews", {})
         if key not in cache:
@@ -48,12 +80,13 @@ class DiffusionFrame(Frame):
     kind = "diffusion"
 
     def noisy_image(self) -> np.ndarray:
-        """The current noisy latent, decoded: (64, 64, 3) uint8."""
-        return self._cached("noisy", lambda: self.autoencoder.decode_latents(self.latents)[0])
+        """The current noisy latent, decoded (a preview until the last step): (H, W, 3) uint8."""
+        decode = self.autoencoder.decode_latents if self.done else self._preview_latents
+        return self._cached("noisy", lambda: decode(self.latents)[0])
 
     def x0_image(self) -> np.ndarray:
-        """The model's predicted clean picture at this step: (64, 64, 3) uint8."""
-        return self._cached("x0", lambda: self.autoencoder.decode_latents(self.pred_x0)[0])
+        """The model's predicted clean picture at this step (a preview): (H, W, 3) uint8."""
+        return self._cached("x0", lambda: self._preview_latents(self.pred_x0)[0])
 
     def decode_previews(self) -> None:
         """Decode the noisy state and the x0 guess together, in one batch (about 40 % cheaper
@@ -61,7 +94,7 @@ class DiffusionFrame(Frame):
         cache = self.__dict__.setdefault("_previews", {})
         if "noisy" in cache and "x0" in cache:
             return
-        noisy, x0 = self.autoencoder.decode_latents(torch.cat([self.latents, self.pred_x0]))
+        noisy, x0 = self._preview_latents(torch.cat([self.latents, self.pred_x0]))
         cache.setdefault("noisy", noisy)
         cache.setdefault("x0", x0)
 
@@ -86,12 +119,13 @@ class AutoregressiveFrame(Frame):
         return divmod(self.position, self.grid)
 
     def raw_image(self) -> np.ndarray:
-        """The grid decoded as it stands: (64, 64, 3) uint8. Before the last token only the rows
-        down to the last one written (and one more) are decoded, unwritten cells as code 0; the
-        rows below stay black, for they are hatched in every preview. In raster order that
-        halves a preview's cost on average."""
+        """The grid decoded as it stands: (H, W, 3) uint8. Before the last token a decoder that
+        can (`decodes_top_rows`) decodes only the rows down to the last one written, and one
+        more, unwritten cells as code 0; the rows below stay black, for every preview hatches
+        them. In raster order that halves a preview's cost on average."""
         def decode():
-            rows = decoded_rows(self.codes, self.grid, self.done)
+            partial = getattr(self.autoencoder, "decodes_top_rows", False)
+            rows = decoded_rows(self.codes, self.grid, self.done) if partial else self.grid
             codes = self.codes[: rows * self.grid].clone()  # (rows * g,)
             codes[codes == UNWRITTEN] = 0
             picture = self.autoencoder.decode_codes(codes[None])[0]  # (rows * cell, W, 3)
@@ -102,15 +136,19 @@ class AutoregressiveFrame(Frame):
         return self._cached("raw", decode)
 
     def image(self) -> np.ndarray:
-        """The final picture once done; before that the partial grid (64x64, unwritten hatched)."""
+        """The final picture once done; before that the partial grid (unwritten cells hatched)."""
         return self.raw_image() if self.done else self.preview(scale=1)
 
     def preview(self, scale: int = 4) -> np.ndarray:
-        """The partial grid enlarged `scale` times: unwritten cells hatched, current cell boxed."""
+        """The partial grid shown `display_size * scale` pixels high: unwritten cells hatched,
+        the current cell boxed (when cells are big enough to see a box)."""
         def draw():
             written = (self.codes != UNWRITTEN).view(self.grid, self.grid).numpy()
-            current = None if self.done or scale < 2 else self.position
-            return mark_partial_grid(upscale(self.raw_image(), scale), written, current)
+            image, size = self.raw_image(), self.display_size * scale
+            if size % image.shape[0] == 0:  # whole-number enlargements first, so that marks stay crisp
+                image = upscale(image, size // image.shape[0])
+            current = None if self.done or image.shape[0] // self.grid < MIN_BOXED_CELL else self.position
+            return fit(mark_partial_grid(image, written, current), size)
 
         return self._cached(f"preview{scale}", draw)
 
@@ -154,3 +192,15 @@ def mark_partial_grid(image: np.ndarray, written: np.ndarray, position: int | No
 def upscale(image: np.ndarray, factor: int) -> np.ndarray:
     """Nearest-neighbour enlargement, so that 64x64 pictures stay crisp on a projector."""
     return image.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def fit(image: np.ndarray, height: int) -> np.ndarray:
+    """The picture `height` pixels high: a whole-number enlargement stays crisp (nearest
+    neighbour), anything else is resampled smoothly. (H, W, 3) uint8 -> (height, W', 3) uint8."""
+    h, w, _ = image.shape
+    if h == height:
+        return image
+    if height % h == 0:
+        return upscale(image, height // h)
+    width = max(1, round(w * height / h))
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))

@@ -537,7 +537,8 @@ def end_warning(encoded) -> str | None:
 # ----------------------------------------------------------------------------- the handlers
 
 
-def parse_settings(prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale):
+def parse_settings(prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale,
+                   diffusion_model="", autoregressive_model=""):
     """The prompt and validated settings; gr.Error with the reason when they cannot be used."""
     try:
         prompt = validate_prompt(prompt)
@@ -550,6 +551,8 @@ def parse_settings(prompt, seed, num_inference_steps, scheduler, guidance_scale,
             top_k=top_k,
             top_p=top_p,
             ar_guidance_scale=ar_guidance_scale,
+            diffusion_model=diffusion_model,
+            autoregressive_model=autoregressive_model,
         ).validated()
     except SettingsError as exc:
         raise gr.Error(str(exc), title="Cannot generate") from None
@@ -580,6 +583,14 @@ class Playground:
         except ModelNotFoundError as exc:
             raise gr.Error(str(exc), title="Models missing") from None
 
+    @staticmethod
+    def encode_prompt(engine: Engine, prompt: str, settings: GenerationSettings):
+        """The prompt as the chosen models read it; gr.Error for a model that is not loaded."""
+        try:
+            return engine.encode_prompt(prompt, settings.diffusion_model, settings.autoregressive_model)
+        except SettingsError as exc:
+            raise gr.Error(str(exc), title="Cannot generate") from None
+
     def _remember(self, session: str | None, run: LiveRun) -> None:
         if session is None:
             return
@@ -607,15 +618,18 @@ class Playground:
         top_k: float = _DEFAULTS.top_k,
         top_p: float = _DEFAULTS.top_p,
         ar_guidance_scale: float = _DEFAULTS.ar_guidance_scale,
+        diffusion_model: str = _DEFAULTS.diffusion_model,
+        autoregressive_model: str = _DEFAULTS.autoregressive_model,
         request: gr.Request = None,
     ):
         """Stream both runs to the page: the streaming event, API endpoint /generate."""
         started = time.perf_counter()
         prompt, settings = parse_settings(
-            prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale
+            prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale,
+            diffusion_model, autoregressive_model,
         )
         engine = self.get_engine()
-        encoded = engine.prompt_encoder(prompt)
+        encoded = self.encode_prompt(engine, prompt, settings)
         if warning := start_warning(prompt, encoded):
             gr.Warning(warning)
         run = LiveRun(engine, prompt, settings)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .frames import upscale
+from .frames import fit
 
 
 def pick(frames: list, n: int) -> list:
@@ -37,7 +37,7 @@ def preview_image(frame, scale: int = 4, view: str = "x0") -> np.ndarray:
     """The picture to show for a frame: diffusion's x0 guess or noisy state; the AR partial grid."""
     if frame.kind == "diffusion":
         img = frame.noisy_image() if view == "noisy" else frame.x0_image()
-        return upscale(img, scale)
+        return fit(img, frame.display_size * scale)
     return frame.preview(scale)
 
 
@@ -67,7 +67,7 @@ def save_mp4(frames: list, path: Path, max_frames: int = 40, scale: int = 4, vie
 def comparison_strip(diffusion_frames: list, ar_frames: list, n: int = 6, scale: int = 2) -> np.ndarray:
     """Two labelled rows (diffusion's x0 guesses, the AR partial grids) at the same fractions of
     progress: a picture for slides. Returns (H, W, 3) uint8."""
-    cell = 64 * scale
+    cell = max(f.display_size for f in diffusion_frames[-1:] + ar_frames[-1:]) * scale
     label_w, gap, top = 110, 4, 18
     fractions = np.linspace(1 / n, 1.0, n)
     rows = [("diffusion", diffusion_frames), ("autoregressive", ar_frames)]

@@ -18,6 +18,8 @@ class SettingsError(ValueError):
     """A setting or prompt that cannot be used; the message is meant for people."""
 
 
+MODEL_FIELDS = ("diffusion_model", "autoregressive_model")
+
 # name: (low, high) inclusive
 LIMITS = {
     "seed": (0, MAX_SEED),
@@ -42,13 +44,18 @@ class GenerationSettings:
     top_k: int = 0
     top_p: float = 1.0
     ar_guidance_scale: float = 3.0
+    # which model paints each panel ("": the engine's default; see Engine.models)
+    diffusion_model: str = ""
+    autoregressive_model: str = ""
 
     def validated(self) -> "GenerationSettings":
         """A copy with numbers converted to their types; SettingsError when out of range."""
         values = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "scheduler":
+            if f.name in MODEL_FIELDS:
+                v = "" if v is None else str(v).strip()  # the engine knows which models there are
+            elif f.name == "scheduler":
                 v = str(v).lower()
                 if v not in SCHEDULERS:
                     raise SettingsError(f"scheduler must be one of {', '.join(SCHEDULERS)}, not {v!r}")
@@ -71,11 +78,13 @@ class GenerationSettings:
 
     def diffusion_kwargs(self) -> dict:
         return dict(seed=self.seed, num_inference_steps=self.num_inference_steps,
-                    guidance_scale=self.guidance_scale, scheduler=self.scheduler)
+                    guidance_scale=self.guidance_scale, scheduler=self.scheduler,
+                    **({"model": self.diffusion_model} if self.diffusion_model else {}))
 
     def autoregressive_kwargs(self) -> dict:
         return dict(seed=self.seed, temperature=self.temperature, top_k=self.top_k,
-                    top_p=self.top_p, guidance_scale=self.ar_guidance_scale)
+                    top_p=self.top_p, guidance_scale=self.ar_guidance_scale,
+                    **({"model": self.autoregressive_model} if self.autoregressive_model else {}))
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -69,3 +69,21 @@ def playground_app(tiny_engine):
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     yield demo, url
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_hub_models(tmp_path_factory) -> dict:
+    """Tiny random real-model checkpoints (a Stable Diffusion pipeline, a Janus model and its
+    processor), saved with the libraries' own save_pretrained, once per test session."""
+    from playground.hub_tiny import build_tiny_hub_models
+
+    return {kind: str(path) for kind, path in build_tiny_hub_models(tmp_path_factory.mktemp("tiny-hub")).items()}
+
+
+@pytest.fixture(scope="session")
+def hub_engine(tiny_assets, tiny_hub_models):
+    """The embedded tiny models plus the tiny real ones, loaded as users load them."""
+    from playground.engine import load_engine
+
+    return load_engine(tiny_assets, diffusion_model=tiny_hub_models["diffusion"],
+                       autoregressive_model=tiny_hub_models["autoregressive"])

@@ -76,7 +76,7 @@ def test_prompts_file_loads_models_once(tiny_assets, tmp_path, monkeypatch):
 
     loads = []
     real_load = engine.load_engine
-    monkeypatch.setattr(engine, "load_engine", lambda folder=None: loads.append(folder) or real_load(folder))
+    monkeypatch.setattr(engine, "load_engine", lambda folder=None, **kw: loads.append(folder) or real_load(folder, **kw))
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a small blue star at the top\n\n   \nan orange heart\n", encoding="utf-8")
     out = tmp_path / "batch"

@@ -89,6 +89,8 @@ def test_upscale_nearest_neighbour(factor):
 class CountingDecoder:
     """Stands in for the autoencoder: counts decodes and returns a fixed picture."""
 
+    decodes_top_rows = True
+
     def __init__(self):
         self.calls = {"latents": 0, "codes": 0}
         self.picture = random_image(seed=3)
