@@ -5,8 +5,11 @@ event is in playground/live.py, the explanations in playground/teaching.py.
     python app.py [--host 127.0.0.1] [--port 7860] [--assets assets/] [--share]
 
 Environment: PLAYGROUND_HOST, PLAYGROUND_PORT and PLAYGROUND_ASSETS set the same defaults.
-The API (gradio_client) has one streaming endpoint, /generate (prompt, seed, ... by keyword);
-its first two outputs are the diffusion picture and the autoregressive picture.
+The API (gradio_client) has two streaming endpoints, /generate (prompt, seed, ... by keyword)
+and /edit (picture, prompt, mask, seed, strength, keep_rows, ...: picture and mask are image
+editor values, {"background": handle_file(path), "layers": [], "composite": None}; the mask's
+painted layers are the region); their first two outputs are the diffusion picture and the
+autoregressive picture.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from functools import partial
 import gradio as gr  # torch and the models are imported by build_demo / loaded on first use
 
 CSS = """
-#diffusion-image img, #diffusion-noisy img, #ar-image img { image-rendering: pixelated; }
+#diffusion-image img, #diffusion-noisy img, #ar-image img, #edit-picture img, #edit-mask img,
+#edit-picture canvas, #edit-mask canvas { image-rendering: pixelated; }
 #ar-candidates table { font-size: 0.85em; }
 """
 
@@ -28,10 +32,13 @@ def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
     PLAYGROUND_ASSETS); it is called once, on first use, and the engine shared by all sessions."""
     from playground import live, teaching
     from playground.diffusion import SCHEDULERS
-    from playground.settings import LIMITS, GenerationSettings
+    from playground.settings import LIMITS, EditSettings, GenerationSettings
+    from playground.shapes import PALETTE
+
+    PALETTE_HEX = ["#%02x%02x%02x" % rgb for rgb in PALETTE.values()]  # the brush: the colours the models know
 
     pg = live.Playground(engine_loader)
-    defaults = GenerationSettings()
+    defaults, edit_defaults = GenerationSettings(), EditSettings()
     out: dict[str, gr.components.Component] = {}  # the outputs of Generate, by live.OUTPUTS name
 
     def number(name: str, label: str) -> gr.Number:
@@ -41,14 +48,47 @@ def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
 
     with gr.Blocks(title="Diffusion vs autoregressive: live", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(teaching.INTRO)
-        with gr.Row(equal_height=True):
-            prompt = gr.Textbox(
-                label="Prompt", elem_id="prompt", scale=6, lines=1,
-                placeholder="a large red circle on the left on a yellow background",
-            )
-            generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=1)
-            stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
-        feedback = gr.Markdown(elem_id="prompt-feedback")
+        with gr.Tabs(elem_id="mode") as tabs:
+            with gr.Tab("Generate", id="generate", elem_id="generate-tab"):
+                with gr.Row(equal_height=True):
+                    prompt = gr.Textbox(
+                        label="Prompt", elem_id="prompt", scale=6, lines=1,
+                        placeholder="a large red circle on the left on a yellow background",
+                    )
+                    generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=1)
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
+                feedback = gr.Markdown(elem_id="prompt-feedback")
+            with gr.Tab("Edit", id="edit", elem_id="edit-tab"):
+                gr.Markdown(teaching.EDIT_INTRO)
+                with gr.Row():
+                    edit_picture = live.PictureEditor(
+                        label="1. Picture to edit: upload, draw, or “Edit this” a result", type="pil",
+                        sources=("upload", "clipboard"), canvas_size=(256, 256), format="png", height=330,
+                        brush=gr.Brush(colors=PALETTE_HEX, default_color=PALETTE_HEX[0]), elem_id="edit-picture",
+                    )
+                    edit_mask = live.PictureEditor(
+                        label="2. Region to repaint (optional): paint over it", type="pil", sources=(),
+                        transforms=(), layers=False, format="png", height=330, elem_id="edit-mask",
+                        brush=gr.Brush(colors=["#ff00ff"], default_color="#ff00ff", color_mode="fixed"),
+                    )
+                with gr.Row(equal_height=True):
+                    edit_prompt = gr.Textbox(
+                        label="New prompt (the whole picture you want)", elem_id="edit-prompt", scale=6, lines=1,
+                        placeholder="a large blue circle on the left on a yellow background",
+                    )
+                    edit = gr.Button("Edit", variant="primary", elem_id="edit-button", scale=1)
+                    edit_stop = gr.Button("Stop", variant="stop", elem_id="edit-stop", scale=1)
+                with gr.Row():
+                    with gr.Column():
+                        strength = gr.Slider(0.05, 1.0, value=edit_defaults.strength, step=0.05, elem_id="strength",
+                                             label="Diffusion strength: how far the picture is noised")
+                        timeline = gr.Markdown(live.edit_timeline(edit_defaults.strength, defaults.num_inference_steps),
+                                               elem_id="edit-timeline")
+                        gr.Markdown(teaching.EDIT_DIFFUSION_TEXT)
+                    with gr.Column():
+                        keep_rows = gr.Slider(0, 15, value=edit_defaults.keep_rows, step=1, elem_id="keep-rows",
+                                              label="Autoregressive: token rows kept (when no region is painted)")
+                        gr.Markdown(teaching.EDIT_AUTOREGRESSIVE_TEXT)
         with gr.Accordion("Words the models know", open=False):
             gr.Markdown(teaching.vocabulary_markdown())
 
@@ -82,6 +122,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
                         label="noisy state", format="png", elem_id="diffusion-noisy", interactive=False, height=280,
                     )
                 out["diffusion_status"] = gr.Markdown("step –", label="diffusion status", elem_id="diffusion-status")
+                edit_this = {"diffusion": gr.Button("✏️ Edit this picture", size="sm", elem_id="edit-this-diffusion")}
                 gr.Markdown(teaching.DIFFUSION_TEXT)
             with gr.Column():
                 gr.Markdown("## Autoregressive")
@@ -89,6 +130,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
                     label="token grid", format="png", elem_id="ar-image", interactive=False, height=280,
                 )
                 out["ar_status"] = gr.Markdown("token –", label="autoregressive status", elem_id="ar-status")
+                edit_this["autoregressive"] = gr.Button("✏️ Edit this picture", size="sm", elem_id="edit-this-ar")
                 out["ar_candidates"] = gr.Markdown(label="token candidates", elem_id="ar-candidates")
                 gr.Markdown(teaching.AUTOREGRESSIVE_TEXT)
 
@@ -134,9 +176,24 @@ def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
         on_click.success(api_name="downloads", **downloads)
         on_enter = prompt.submit(api_visibility="private", **run)
         on_enter.success(api_visibility="private", **downloads)
-        stop.click(pg.stop, None, None, cancels=[on_click, on_enter], queue=False, api_name="stop").then(
-            pg.finish_stopped, None, outputs, api_visibility="private"
-        ).then(api_visibility="private", **downloads)
+        edit_inputs = [edit_picture, edit_prompt, edit_mask, seed, strength, keep_rows, steps, scheduler, guidance,
+                       temperature, top_k, top_p, ar_guidance]
+        edit.click(**clear)
+        on_edit = edit.click(api_name="edit", **{**run, "fn": pg.edit, "inputs": edit_inputs})
+        on_edit.success(api_visibility="private", **downloads)
+        for button, name in ((stop, "stop"), (edit_stop, None)):
+            button.click(pg.stop, None, None, cancels=[on_click, on_enter, on_edit], queue=False,
+                         **({"api_name": name} if name else {"api_visibility": "private"})).then(
+                pg.finish_stopped, None, outputs, api_visibility="private"
+            ).then(api_visibility="private", **downloads)
+        edit_picture.change(live.mask_canvas, edit_picture, edit_mask, queue=False, show_progress="hidden",
+                            api_visibility="private")  # a new picture: the region is painted on it afresh
+        for kind, button in edit_this.items():
+            button.click(partial(pg.edit_this, kind), out["run_key"], [edit_picture, edit_mask, tabs],
+                         api_visibility="private")
+        for control in (strength, steps):
+            control.change(live.edit_timeline, [strength, steps], timeline, queue=False, show_progress="hidden",
+                           api_visibility="private")
         out["scrub"].input(
             pg.scrub, [out["scrub"], out["run_key"]], [out[name] for name in live.SCRUB_OUTPUTS],
             api_name="scrub", show_progress="hidden", trigger_mode="always_last",

@@ -23,6 +23,7 @@ class Frame:
     autoencoder: object = field(repr=False)
     unknown_words: list[str] = field(default_factory=list)
     unconditional: bool = False
+    region: np.ndarray | None = field(default=None, repr=False)  # (g, g) bool: the cells an edit repaints
 
     @property
     def done(self) -> bool:
@@ -44,6 +45,7 @@ class DiffusionFrame(Frame):
     timestep: int = 0
     latents: torch.Tensor | None = field(default=None, repr=False)  # (1, C, g, g) the noisy state
     pred_x0: torch.Tensor | None = field(default=None, repr=False)  # (1, C, g, g) predicted clean
+    skipped: int = 0  # steps of the schedule an image-to-image edit skipped (strength < 1)
 
     kind = "diffusion"
 
@@ -103,7 +105,8 @@ class AutoregressiveFrame(Frame):
         def draw():
             written = (self.codes != UNWRITTEN).view(self.grid, self.grid).numpy()
             current = None if self.done or scale < 2 else self.position
-            return mark_partial_grid(upscale(self.raw_image(), scale), written, current)
+            image = mark_partial_grid(upscale(self.raw_image(), scale), written, current)
+            return image if self.region is None or scale < 2 else outline_cells(image, self.region)
 
         return self._cached(f"preview{scale}", draw)
 
@@ -138,3 +141,22 @@ def mark_partial_grid(image: np.ndarray, written: np.ndarray, position: int | No
 def upscale(image: np.ndarray, factor: int) -> np.ndarray:
     """Nearest-neighbour enlargement, so that 64x64 pictures stay crisp on a projector."""
     return image.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+EDIT_OUTLINE = np.array([0, 230, 255], dtype=np.uint8)  # cyan: the edge of an edit's region
+
+
+def outline_cells(image: np.ndarray, region: np.ndarray, color: np.ndarray = EDIT_OUTLINE) -> np.ndarray:
+    """Draw the outline of a region of grid cells: the pixels of region cells that border a
+    cell outside it (or the picture's edge, where the region is not the whole picture).
+
+    image: (H, W, 3) uint8; region: (g, g) bool. Returns a new (H, W, 3) uint8 array.
+    """
+    h, w, _ = image.shape
+    cell = h // region.shape[0]
+    inside = np.kron(region, np.ones((cell, cell), dtype=bool))  # (H, W)
+    padded = np.pad(inside, 1, constant_values=bool(region.all()))  # the edge of the picture counts, unless all is in
+    neighbours_out = ~padded[:-2, 1:-1] | ~padded[2:, 1:-1] | ~padded[1:-1, :-2] | ~padded[1:-1, 2:]
+    out = image.copy()
+    out[inside & neighbours_out] = color
+    return out

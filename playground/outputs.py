@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .frames import upscale
+from .frames import outline_cells, upscale
 
 
 def pick(frames: list, n: int) -> list:
@@ -36,8 +36,8 @@ def frame_at(frames: list, fraction: float):
 def preview_image(frame, scale: int = 4, view: str = "x0") -> np.ndarray:
     """The picture to show for a frame: diffusion's x0 guess or noisy state; the AR partial grid."""
     if frame.kind == "diffusion":
-        img = frame.noisy_image() if view == "noisy" else frame.x0_image()
-        return upscale(img, scale)
+        img = upscale(frame.noisy_image() if view == "noisy" else frame.x0_image(), scale)
+        return img if frame.region is None or scale < 2 else outline_cells(img, frame.region)
     return frame.preview(scale)
 
 
