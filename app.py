@@ -64,12 +64,12 @@ def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
                     edit_picture = live.PictureEditor(
                         label="1. Picture to edit: upload, draw, or “Edit this” a result", type="pil",
                         sources=("upload", "clipboard"), canvas_size=(256, 256), format="png", height=330,
-                        brush=gr.Brush(colors=PALETTE_HEX, default_color=PALETTE_HEX[0]), elem_id="edit-picture",
+                        brush=gr.Brush(default_size=8, colors=PALETTE_HEX, default_color=PALETTE_HEX[0]), elem_id="edit-picture",
                     )
                     edit_mask = live.PictureEditor(
                         label="2. Region to repaint (optional): paint over it", type="pil", sources=(),
                         transforms=(), layers=False, format="png", height=330, elem_id="edit-mask",
-                        brush=gr.Brush(colors=["#ff00ff"], default_color="#ff00ff", color_mode="fixed"),
+                        brush=gr.Brush(default_size=12, colors=["#ff00ff"], default_color="#ff00ff", color_mode="fixed"),
                     )
                 with gr.Row(equal_height=True):
                     edit_prompt = gr.Textbox(

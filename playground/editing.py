@@ -167,8 +167,9 @@ def load_mask(source, picture_size: tuple[int, int] | None = None) -> tuple[np.n
     """The region to repaint from a mask picture: ((64, 64) bool or None when nothing is
     painted, notes). Painted means opaque where the mask has transparency (a brush layer),
     else brighter than mid-grey (white on black). `picture_size`: (w, h) of the picture it
-    belongs to; a mask of another shape is refused, one of the same shape at another size is
-    resized."""
+    belongs to. A mask of the picture's shape is cropped and resized as the picture is; a
+    square one is taken as painted on the 64 x 64 picture the models see (the page's canvas);
+    any other is refused."""
     notes: list[str] = []
     image = open_image(source, "mask")
     try:
@@ -182,9 +183,9 @@ def load_mask(source, picture_size: tuple[int, int] | None = None) -> tuple[np.n
         raise EditInputError(f"the mask cannot be decoded: {e}") from None
     if picture_size is not None and tuple(picture_size) != image.size:
         (pw, ph), (mw, mh) = picture_size, image.size
-        if pw * mh != ph * mw:
+        if pw * mh != ph * mw and mw != mh:
             raise EditInputError(f"the mask is {mw} x {mh} pixels but the picture is {pw} x {ph}: "
-                                 "paint the mask on the picture itself (same size, or the same shape)")
+                                 "paint the mask on the picture itself (the same shape, or square: on the 64 x 64 picture)")
         notes.append(f"mask resized from {mw} x {mh} to the picture's {pw} x {ph}")
     mask_image = Image.fromarray(painted.astype(np.uint8) * 255)
     mask = np.asarray(square_and_resize(mask_image, PICTURE_SIZE, [], Image.Resampling.BOX)) > 0

@@ -75,7 +75,8 @@ def evaluate(engine, cases, settings: EditSettings, strengths: list[float], keep
     report["ceiling_rendered_target_passes"] = float(np.mean(
         [check(render_prompt(new, scene), new).ok for scene, _, new in cases]))
     ae = engine.autoregressive.autoencoder
-    source_codes = ae.latents_to_codes(ae.encode(np.stack(pictures)))  # (N, g*g)
+    # One at a time, as the sampler encodes them (a batch can round a code the other way).
+    source_codes = [ae.latents_to_codes(ae.encode(p[None]))[0] for p in pictures]  # N x (g*g,)
     grid = ae.grid
 
     runs = [("diffusion", s, dict(settings.diffusion_kwargs(), strength=s)) for s in strengths]

@@ -46,7 +46,7 @@ from PIL import Image
 
 from .engine import Engine, ModelNotFoundError, load_engine
 from .outputs import comparison_strip, frame_at, pick, preview_image, save_gif, save_mp4
-from .editing import EditInput, EditInputError, load_edit, open_image, sampler_kwargs, strength_timeline
+from .editing import EditInput, EditInputError, load_edit, load_picture, open_image, sampler_kwargs, strength_timeline
 from .frames import upscale
 from .settings import MAX_SEED, EditSettings, GenerationSettings, SettingsError, validate_prompt
 from .shapes import normalize_prompt, unknown_words
@@ -618,10 +618,18 @@ def parse_edit(picture, mask) -> EditInput:
 
 
 def mask_canvas(picture):
-    """The region editor's canvas: the picture to edit, with nothing painted yet."""
+    """The region editor's canvas: the picture as the models will see it (64 x 64, shown
+    256 x 256), with nothing painted yet; None when there is no usable picture."""
     picture = editor_picture(picture)
-    if picture is None:
-        return None
+    try:
+        picture = None if picture is None else upscale(load_picture(picture)[0], PREVIEW_SCALE)
+    except EditInputError:
+        return None  # said when the picture was given
+    return None if picture is None else editor_canvas(picture)
+
+
+def editor_canvas(picture: np.ndarray) -> dict:
+    """An image editor's value: a picture with nothing drawn on it."""
     return {"background": picture, "layers": [], "composite": picture}
 
 
@@ -845,8 +853,7 @@ class Playground:
         track = None if run is None else {"diffusion": run.diffusion, "autoregressive": run.autoregressive}[kind]
         if track is None or not track.frames:
             raise gr.Error("Generate (or edit) a picture first, then press “Edit this” under it.", title="Nothing to edit")
-        picture = upscale(track.frames[-1].image(), PREVIEW_SCALE)  # (256, 256, 3): a canvas to paint on
-        canvas = {"background": picture, "layers": [], "composite": picture}
+        canvas = editor_canvas(upscale(track.frames[-1].image(), PREVIEW_SCALE))  # (256, 256, 3) to paint on
         return canvas, canvas, gr.Tabs(selected="edit")
 
     @staticmethod

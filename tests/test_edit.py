@@ -146,6 +146,8 @@ def test_masks_white_on_black_or_painted_layers(tmp_path):
     assert load_mask(np.zeros((64, 64), dtype=np.uint8))[0] is None  # nothing painted: no region
     with pytest.raises(EditInputError, match="mask is 100 x 50 pixels but the picture is 64 x 64"):
         load_edit(PICTURE, np.zeros((50, 100), dtype=np.uint8))
+    wide = np.zeros((64, 128, 3), dtype=np.uint8)  # cropped to its centre: a square mask is painted on that
+    assert load_edit(wide, white).mask[30, 30] and load_edit(wide, np.zeros((32, 64), np.uint8) + 255).mask.all()
 
 
 def test_edit_input_round_trip_through_text():
@@ -273,3 +275,96 @@ def test_cli_edit_bad_input_one_line_exit_2(tiny_assets, tmp_path, capsys, make,
     err = capsys.readouterr().err
     assert code == cli.EXIT_BAD_INPUT and message in err
     assert err.count("\n") == 1 and err.startswith("error:") and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- /edit through gradio_client
+
+
+@pytest.fixture(scope="module")
+def client(playground_app):
+    from gradio_client import Client
+
+    return Client(playground_app[1], verbose=False, analytics_enabled=False)
+
+
+def editor(path, *layers):
+    """An image editor's value as an API caller sends it."""
+    from gradio_client import handle_file
+
+    return {"background": handle_file(str(path)), "layers": [handle_file(str(p)) for p in layers], "composite": None}
+
+
+def run_edit(client, **kwargs):
+    job = client.submit(api_name="/edit", **kwargs)
+    return list(job), job.result()
+
+
+def test_edit_endpoint_takes_keywords(client):
+    info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/edit"]
+    names = [p["parameter_name"] for p in info["parameters"]]
+    assert names[:6] == ["picture", "prompt", "mask", "seed", "strength", "keep_rows"]
+    assert [r["component"] for r in info["returns"][:2]] == ["Image", "Image"]
+
+
+def test_edit_an_upload_streams_both_panels(client, playground_app, tmp_path):
+    rgba = np.dstack([np.repeat(np.repeat(PICTURE, 3, 0), 3, 1), np.full((192, 192), 255, np.uint8)])
+    path = save(rgba, tmp_path / "upload.png")  # an RGBA upload at another size
+    updates, final = run_edit(client, picture=editor(path), prompt=PROMPT, seed=0, strength=0.5, keep_rows=8)
+    assert sum(isinstance(u[1], str) for u in updates[:-1]) >= 5  # the AR panel streamed
+    assert final[3].startswith("✓ done · step 10/10 (edit: the first 10 of 20 steps skipped)")
+    assert final[4].startswith("✓ done · token 128/128 written, 128 kept")
+    assert Image.open(final[0]).size == (256, 256)
+    run = playground_app[0].playground.runs.latest()
+    kept = torch.from_numpy(kept_rows_mask(8, 16))
+    source = codes_of(run_engine(playground_app), run.edit.picture)
+    assert torch.equal(run.autoregressive.frames[-1].codes[kept], source[kept])
+
+
+def run_engine(playground_app):
+    return playground_app[0].playground.engine.get()
+
+
+def test_edit_a_previous_result_with_a_painted_region(client, playground_app, tmp_path):
+    job = client.submit(prompt="a small green square", seed=5, api_name="/generate")
+    result = job.result()  # the diffusion picture, 256 x 256
+    layer = np.zeros((256, 256, 4), dtype=np.uint8)
+    layer[96:160, 96:160] = [255, 0, 255, 255]  # the brush: cells 6..9 of rows 6..9
+    mask = save(layer, tmp_path / "layer.png")
+    _, final = run_edit(client, picture=editor(result[0]), mask=editor(result[0], mask), prompt=PROMPT, seed=1)
+    assert "repainting the outlined region only" in final[3]
+    assert final[4].startswith("✓ done · token 16/16 written, 240 kept")
+    run = playground_app[0].playground.runs.latest()
+    generated = playground_app[0].playground.find_run(result[live.OUTPUTS.index("run_key")])
+    assert np.array_equal(run.edit.picture, generated.diffusion.frames[-1].image())  # the result, 64 x 64 again
+    # The run key holds the picture: a forgotten edit is computed again, the same.
+    key = final[live.OUTPUTS.index("run_key")]
+    playground_app[0].playground.runs = live.RunStore()
+    again = client.predict(1.0, key, api_name="/scrub")
+    assert np.array_equal(np.asarray(Image.open(again[1])), np.asarray(Image.open(final[1])))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("not a picture", "is not a picture"),
+    ("no picture", "give a picture"),
+    ("mask of another shape", "mask is 100 x 50 pixels"),
+    ("strength", "greater than maximum value 1.0"),  # gradio's slider says so itself
+])
+def test_edit_bad_input_gets_a_clean_message(client, tmp_path, case, message):
+    from gradio_client.exceptions import AppError
+
+    good = save(PICTURE, tmp_path / "good.png")
+    kwargs = dict(picture=editor(good), prompt=PROMPT, seed=0)
+    if case == "not a picture":
+        (tmp_path / "bad.png").write_bytes(b"GIF89a nonsense")
+        kwargs["picture"] = editor(tmp_path / "bad.png")
+    elif case == "no picture":
+        kwargs["picture"] = None
+    elif case == "mask of another shape":
+        layer = np.zeros((50, 100, 4), dtype=np.uint8)
+        layer[10:20, 10:20] = 255
+        kwargs["mask"] = editor(good, save(layer, tmp_path / "layer.png"))
+    else:
+        kwargs["strength"] = 3
+    with pytest.raises(AppError, match=message) as info:
+        client.predict(api_name="/edit", **kwargs)
+    assert "Traceback" not in str(info.value)
