@@ -27,6 +27,15 @@ CSS = """
 """
 
 
+def prompt_row(label: str, box_id: str, action: str, action_id: str, stop_id: str, placeholder: str):
+    """A prompt box with its action button and a Stop button, in one row: (box, action, stop)."""
+    with gr.Row(equal_height=True):
+        box = gr.Textbox(label=label, elem_id=box_id, scale=6, lines=1, placeholder=placeholder)
+        go = gr.Button(action, variant="primary", elem_id=action_id, scale=1)
+        halt = gr.Button("Stop", variant="stop", elem_id=stop_id, scale=1)
+    return box, go, halt
+
+
 def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
     """The page. `engine_loader()` returns an Engine (default: load_engine, which reads
     PLAYGROUND_ASSETS); it is called once, on first use, and the engine shared by all sessions."""
@@ -50,34 +59,26 @@ def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
         gr.Markdown(teaching.INTRO)
         with gr.Tabs(elem_id="mode") as tabs:
             with gr.Tab("Generate", id="generate", elem_id="generate-tab"):
-                with gr.Row(equal_height=True):
-                    prompt = gr.Textbox(
-                        label="Prompt", elem_id="prompt", scale=6, lines=1,
-                        placeholder="a large red circle on the left on a yellow background",
-                    )
-                    generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=1)
-                    stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
+                prompt, generate, stop = prompt_row("Prompt", "prompt", "Generate", "generate", "stop",
+                                                    "a large red circle on the left on a yellow background")
                 feedback = gr.Markdown(elem_id="prompt-feedback")
             with gr.Tab("Edit", id="edit", elem_id="edit-tab"):
                 gr.Markdown(teaching.EDIT_INTRO)
                 with gr.Row():
-                    edit_picture = live.PictureEditor(
-                        label="1. Picture to edit: upload, draw, or “Edit this” a result", type="pil",
+                    edit_picture = live.picture_editor(
+                        label="1. Picture to edit: upload, draw, or “Edit this” a result",
                         sources=("upload", "clipboard"), canvas_size=(256, 256), format="png", height=330,
                         brush=gr.Brush(default_size=8, colors=PALETTE_HEX, default_color=PALETTE_HEX[0]), elem_id="edit-picture",
                     )
-                    edit_mask = live.PictureEditor(
-                        label="2. Region to repaint (optional): paint over it", type="pil", sources=(),
+                    edit_mask = live.picture_editor(
+                        label="2. Region to repaint (optional): paint over it", sources=(),
                         transforms=(), layers=False, format="png", height=330, elem_id="edit-mask",
                         brush=gr.Brush(default_size=12, colors=["#ff00ff"], default_color="#ff00ff", color_mode="fixed"),
                     )
-                with gr.Row(equal_height=True):
-                    edit_prompt = gr.Textbox(
-                        label="New prompt (the whole picture you want)", elem_id="edit-prompt", scale=6, lines=1,
-                        placeholder="a large blue circle on the left on a yellow background",
-                    )
-                    edit = gr.Button("Edit", variant="primary", elem_id="edit-button", scale=1)
-                    edit_stop = gr.Button("Stop", variant="stop", elem_id="edit-stop", scale=1)
+                edit_prompt, edit, edit_stop = prompt_row(
+                    "New prompt (the whole picture you want)", "edit-prompt", "Edit", "edit-button", "edit-stop",
+                    "a large blue circle on the left on a yellow background",
+                )
                 with gr.Row():
                     with gr.Column():
                         strength = gr.Slider(0.05, 1.0, value=edit_defaults.strength, step=0.05, elem_id="strength",
@@ -178,11 +179,15 @@ def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
         on_enter.success(api_visibility="private", **downloads)
         edit_inputs = [edit_picture, edit_prompt, edit_mask, seed, strength, keep_rows, steps, scheduler, guidance,
                        temperature, top_k, top_p, ar_guidance]
+        edit_run = {**run, "fn": pg.edit, "inputs": edit_inputs}
         edit.click(**clear)
-        on_edit = edit.click(api_name="edit", **{**run, "fn": pg.edit, "inputs": edit_inputs})
+        edit_prompt.submit(**clear)
+        on_edit = edit.click(api_name="edit", **edit_run)
         on_edit.success(api_visibility="private", **downloads)
+        on_edit_enter = edit_prompt.submit(api_visibility="private", **edit_run)
+        on_edit_enter.success(api_visibility="private", **downloads)
         for button, name in ((stop, "stop"), (edit_stop, None)):
-            button.click(pg.stop, None, None, cancels=[on_click, on_enter, on_edit], queue=False,
+            button.click(pg.stop, None, None, cancels=[on_click, on_enter, on_edit, on_edit_enter], queue=False,
                          **({"api_name": name} if name else {"api_visibility": "private"})).then(
                 pg.finish_stopped, None, outputs, api_visibility="private"
             ).then(api_visibility="private", **downloads)

@@ -2,6 +2,7 @@
 
     python -m playground.evaluate_edits                      # 100 cases, default strength and rows (a few min)
     python -m playground.evaluate_edits --cases 20 --strengths 0.4 0.6 0.8 --keep-rows 4 8
+    python -m playground.evaluate_edits --attributes colour            # "make the circle blue" only
 
 Each case is a rendered shapes-world picture and a new full prompt that changes exactly one
 attribute of it (an object's colour, shape, size or place, or the background: "make the circle
@@ -31,7 +32,7 @@ import torch
 from .editing import autoregressive_keep
 from .engine import load_engine
 from .settings import EditSettings
-from .shapes import COLORS, SHAPES, SIZE_SYNONYMS, SIZES, Scene, caption, check, one_word_changes, parse_prompt, render, sample_scene
+from .shapes import SIZE_SYNONYMS, Scene, SceneObject, caption, check, one_word_changes, parse_prompt, render, sample_scene
 
 
 def changed_attribute(before: str, after: str) -> str:
@@ -46,15 +47,19 @@ def changed_attribute(before: str, after: str) -> str:
     return "none"
 
 
-def edit_cases(n: int, seed: int = 7) -> list[tuple[Scene, str, str]]:
-    """n (scene, its caption, a one-word change of it), seeded; attributes in turn."""
+ATTRIBUTES = ("colour", "shape", "size", "place", "background")
+
+
+def edit_cases(n: int, seed: int = 7, attributes: tuple[str, ...] = ATTRIBUTES) -> list[tuple[Scene, str, str]]:
+    """n (scene, its caption, a one-word change of it), seeded, changing one of `attributes`."""
     rng = np.random.default_rng(seed)
     cases = []
     while len(cases) < n:
         scene = sample_scene(rng, held_out="exclude")
         source = caption(scene)
-        changes = one_word_changes(scene, rng)
-        cases.append((scene, source, changes[int(rng.integers(len(changes)))]))
+        changes = [c for c in one_word_changes(scene, rng) if changed_attribute(source, c) in attributes]
+        if changes:
+            cases.append((scene, source, changes[int(rng.integers(len(changes)))]))
     return cases
 
 
@@ -122,8 +127,6 @@ def evaluate(engine, cases, settings: EditSettings, strengths: list[float], keep
 def render_prompt(prompt: str, like: Scene) -> np.ndarray:
     """The scene a full prompt describes, with the jitter of the scene it was made from."""
     spec = parse_prompt(prompt)
-    from .shapes import SceneObject
-
     objects = tuple(SceneObject(o.color, o.shape, SIZE_SYNONYMS.get(o.size, o.size) or "large", o.place or "center", old.offset)
                     for o, old in zip(spec.objects, like.objects))
     return render(Scene(spec.background or like.background, objects))
@@ -135,6 +138,8 @@ def main(argv=None) -> None:
     p.add_argument("--cases", type=int, default=100)
     p.add_argument("--strengths", type=float, nargs="+", default=[d.strength], help="diffusion strengths to evaluate")
     p.add_argument("--keep-rows", type=int, nargs="+", default=[d.keep_rows], help="autoregressive rows kept")
+    p.add_argument("--attributes", nargs="+", choices=ATTRIBUTES, default=list(ATTRIBUTES),
+                   help="which attributes the edits change (default: any; e.g. --attributes colour)")
     p.add_argument("--assets", default=None)
     p.add_argument("--examples", default="runs/edit-examples", help="folder for a few before|after pictures")
     p.add_argument("--out", default="runs/edit-evaluation.json")
@@ -142,7 +147,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     engine = load_engine(args.assets)
-    cases = edit_cases(args.cases)
+    cases = edit_cases(args.cases, attributes=tuple(args.attributes))
     report = evaluate(engine, cases, d, args.strengths, args.keep_rows, Path(args.examples))
     print(f"baselines: unedited picture passes the new prompt {report['baseline_unedited_passes']:.0%}, "
           f"rendered target passes {report['ceiling_rendered_target_passes']:.0%}; attributes changed: {report['attributes']}")

@@ -570,20 +570,23 @@ def parse_settings(prompt, seed, num_inference_steps, scheduler, guidance_scale,
     return prompt, settings
 
 
-class PictureEditor(gr.ImageEditor):
-    """gr.ImageEditor whose pictures reach the handler as PIL images in their own mode (16-bit
+def picture_editor(**kwargs) -> gr.ImageEditor:
+    """A gr.ImageEditor whose pictures reach the handler as PIL images in their own mode (16-bit
     greyscale, palette, ...: editing.load_picture converts them), and whose unreadable or huge
-    uploads get a clear message instead of gradio's generic error."""
+    uploads get a clear message instead of gradio's generic error. (One editor's method is
+    replaced: a subclass would make gradio write a .pyi file next to this one.)"""
+    editor = gr.ImageEditor(type="pil", **kwargs)
 
-    is_template = True  # drawn by the browser as an ImageEditor
-
-    def convert_and_format_image(self, file, flatten_on_white: bool = False):
+    def open_upload(file, flatten_on_white: bool = False):
         if file is None:
             return None
         try:
             return open_image(file.path if isinstance(file, FileData) else io.BytesIO(file))
         except EditInputError as exc:
             raise gr.Error(str(exc), title="Cannot edit") from None
+
+    editor.convert_and_format_image = open_upload
+    return editor
 
 
 def editor_picture(value):

@@ -68,6 +68,7 @@ COMPARISON_TABLE = """\
 | The picture is | a 16 × 16 × 4 continuous latent | 256 tokens here; Janus-Pro: 576; Nano Banana: about 1,290 |
 | Randomness | the starting noise | each token is sampled (temperature, top-k, top-p) |
 | Can it change its mind? | yes, every step | no, a written token stays |
+| Editing a picture | noise it part of the way, denoise under the new prompt; a region is repainted seeing the picture all round it | keep its tokens and write the rest, in raster order: a cell sees only what lies above and to its left |
 """
 
 SETTINGS_TEXT = """\

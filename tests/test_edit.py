@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from playground import cli, editing, live
+from playground import cli, live
 from playground.editing import (
     EditInput,
     EditInputError,
@@ -181,6 +181,7 @@ def test_evaluation_cases_change_one_attribute():
     cases = edit_cases(12)
     kinds = {changed_attribute(source, new) for _, source, new in cases}
     assert kinds <= {"colour", "shape", "size", "place", "background"} and len(kinds) >= 3
+    assert {changed_attribute(s, n) for _, s, n in edit_cases(5, attributes=("colour",))} == {"colour"}
     assert changed_attribute("a red circle on a blue background", "a red circle on a green background") == "background"
     assert changed_attribute("a small red circle", "a small blue circle") == "colour"
 
@@ -324,7 +325,8 @@ def run_engine(playground_app):
     return playground_app[0].playground.engine.get()
 
 
-def test_edit_a_previous_result_with_a_painted_region(client, playground_app, tmp_path):
+def test_edit_a_previous_result_with_a_painted_region(client, playground_app, tmp_path, monkeypatch):
+    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 0.0)  # not about streaming: as fast as the tiny models go
     job = client.submit(prompt="a small green square", seed=5, api_name="/generate")
     result = job.result()  # the diffusion picture, 256 x 256
     layer = np.zeros((256, 256, 4), dtype=np.uint8)
