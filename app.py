@@ -171,23 +171,24 @@ def build_demo(engine_loader=None, cache_examples: bool = True) -> gr.Blocks:
         downloads = dict(fn=pg.downloads, inputs=out["run_key"], outputs=out["downloads"], show_progress="minimal")
         clear = dict(fn=lambda: None, inputs=None, outputs=out["downloads"], queue=False, show_progress="hidden",
                      api_visibility="private")  # the last run's downloads go when a new run starts
-        generate.click(**clear)
-        prompt.submit(**clear)
-        on_click = generate.click(api_name="generate", **run)
-        on_click.success(api_name="downloads", **downloads)
-        on_enter = prompt.submit(api_visibility="private", **run)
-        on_enter.success(api_visibility="private", **downloads)
+        def start_run(button, box, handler: dict, api_name: str, downloads_api: dict) -> list:
+            """A run starts from the button (API endpoint `api_name`) or Enter in the prompt box;
+            the downloads follow it. Returns the two streaming events (for Stop to cancel)."""
+            button.click(**clear)
+            box.submit(**clear)
+            on_click = button.click(api_name=api_name, **handler)
+            on_click.success(**downloads_api, **downloads)
+            on_enter = box.submit(api_visibility="private", **handler)
+            on_enter.success(api_visibility="private", **downloads)
+            return [on_click, on_enter]
+
         edit_inputs = [edit_picture, edit_prompt, edit_mask, seed, strength, keep_rows, steps, scheduler, guidance,
                        temperature, top_k, top_p, ar_guidance]
-        edit_run = {**run, "fn": pg.edit, "inputs": edit_inputs}
-        edit.click(**clear)
-        edit_prompt.submit(**clear)
-        on_edit = edit.click(api_name="edit", **edit_run)
-        on_edit.success(api_visibility="private", **downloads)
-        on_edit_enter = edit_prompt.submit(api_visibility="private", **edit_run)
-        on_edit_enter.success(api_visibility="private", **downloads)
+        runs = start_run(generate, prompt, run, "generate", {"api_name": "downloads"})
+        runs += start_run(edit, edit_prompt, {**run, "fn": pg.edit, "inputs": edit_inputs}, "edit",
+                          {"api_visibility": "private"})
         for button, name in ((stop, "stop"), (edit_stop, None)):
-            button.click(pg.stop, None, None, cancels=[on_click, on_enter, on_edit, on_edit_enter], queue=False,
+            button.click(pg.stop, None, None, cancels=runs, queue=False,
                          **({"api_name": name} if name else {"api_visibility": "private"})).then(
                 pg.finish_stopped, None, outputs, api_visibility="private"
             ).then(api_visibility="private", **downloads)

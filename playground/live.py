@@ -706,6 +706,8 @@ class Playground:
         )
         yield from self.stream(prompt, settings, started, request)
 
+    # (The handlers spell out their parameters: gradio takes the API's parameter names and
+    # defaults from these signatures.)
     def edit(
         self,
         picture=None,
