@@ -8,22 +8,36 @@ event is in playground/live.py, the explanations in playground/teaching.py.
 Environment: PLAYGROUND_HOST, PLAYGROUND_PORT, PLAYGROUND_ASSETS, PLAYGROUND_DIFFUSION_MODEL,
 PLAYGROUND_AUTOREGRESSIVE_MODEL and PLAYGROUND_PREVIEW_VAE set the same defaults. Real models
 (README: "Running real models") get a model menu above each panel; one that cannot be loaded is
-reported on the page and the embedded model takes its place.
-The API (gradio_client) has one streaming endpoint, /generate (prompt, seed, ... by keyword);
-its first two outputs are the diffusion picture and the autoregressive picture.
+reported on the page and the embedded model takes its place. Edits run on the embedded models.
+The API (gradio_client) has two streaming endpoints, /generate (prompt, seed, ... by keyword)
+and /edit (picture, prompt, mask, seed, strength, keep_rows, ...: picture and mask are image
+editor values, {"background": handle_file(path), "layers": [], "composite": None}; the mask's
+painted layers are the region); their first two outputs are the diffusion picture and the
+autoregressive picture.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from functools import partial
 
 import gradio as gr  # torch and the models are imported by build_demo / loaded on first use
 
 CSS = """
-#diffusion-image img, #diffusion-noisy img, #ar-image img { image-rendering: pixelated; }
+#diffusion-image img, #diffusion-noisy img, #ar-image img, #edit-picture img, #edit-mask img,
+#edit-picture canvas, #edit-mask canvas { image-rendering: pixelated; }
 #ar-candidates table { font-size: 0.85em; }
 """
+
+
+def prompt_row(label: str, box_id: str, action: str, action_id: str, stop_id: str, placeholder: str):
+    """A prompt box with its action button and a Stop button, in one row: (box, action, stop)."""
+    with gr.Row(equal_height=True):
+        box = gr.Textbox(label=label, elem_id=box_id, scale=6, lines=1, placeholder=placeholder)
+        go = gr.Button(action, variant="primary", elem_id=action_id, scale=1)
+        halt = gr.Button("Stop", variant="stop", elem_id=stop_id, scale=1)
+    return box, go, halt
 
 
 def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | None = None,
@@ -35,10 +49,13 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
     from playground import live, teaching
     from playground.diffusion import SCHEDULERS
     from playground.hub import on_gpu
-    from playground.settings import LIMITS, GenerationSettings
+    from playground.settings import LIMITS, EditSettings, GenerationSettings
+    from playground.shapes import PALETTE
+
+    PALETTE_HEX = ["#%02x%02x%02x" % rgb for rgb in PALETTE.values()]  # the brush: the colours the models know
 
     pg = live.Playground(engine_loader)
-    defaults = GenerationSettings()
+    defaults, edit_defaults = GenerationSettings(), EditSettings()
     out: dict[str, gr.components.Component] = {}  # the outputs of Generate, by live.OUTPUTS name
 
     def number(name: str, label: str) -> gr.Number:
@@ -55,14 +72,39 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
         gr.Markdown(teaching.INTRO)
         if problems:
             gr.Markdown("\n".join(f"⚠️ {p}" for p in problems), elem_id="model-problems")
-        with gr.Row(equal_height=True):
-            prompt = gr.Textbox(
-                label="Prompt", elem_id="prompt", scale=6, lines=1,
-                placeholder="a large red circle on the left on a yellow background",
-            )
-            generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=1)
-            stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
-        feedback = gr.Markdown(elem_id="prompt-feedback")
+        with gr.Tabs(elem_id="mode") as tabs:
+            with gr.Tab("Generate", id="generate", elem_id="generate-tab"):
+                prompt, generate, stop = prompt_row("Prompt", "prompt", "Generate", "generate", "stop",
+                                                    "a large red circle on the left on a yellow background")
+                feedback = gr.Markdown(elem_id="prompt-feedback")
+            with gr.Tab("Edit", id="edit", elem_id="edit-tab"):
+                gr.Markdown(teaching.EDIT_INTRO)
+                with gr.Row():
+                    edit_picture = live.picture_editor(
+                        label="1. Picture to edit: upload, draw, or “Edit this” a result",
+                        sources=("upload", "clipboard"), canvas_size=(256, 256), format="png", height=330,
+                        brush=gr.Brush(default_size=8, colors=PALETTE_HEX, default_color=PALETTE_HEX[0]), elem_id="edit-picture",
+                    )
+                    edit_mask = live.picture_editor(
+                        label="2. Region to repaint (optional): paint over it", sources=(),
+                        transforms=(), layers=False, format="png", height=330, elem_id="edit-mask",
+                        brush=gr.Brush(default_size=12, colors=["#ff00ff"], default_color="#ff00ff", color_mode="fixed"),
+                    )
+                edit_prompt, edit, edit_stop = prompt_row(
+                    "New prompt (the whole picture you want)", "edit-prompt", "Edit", "edit-button", "edit-stop",
+                    "a large blue circle on the left on a yellow background",
+                )
+                with gr.Row():
+                    with gr.Column():
+                        strength = gr.Slider(0.05, 1.0, value=edit_defaults.strength, step=0.05, elem_id="strength",
+                                             label="Diffusion strength: how far the picture is noised")
+                        timeline = gr.Markdown(live.edit_timeline(edit_defaults.strength, defaults.num_inference_steps),
+                                               elem_id="edit-timeline")
+                        gr.Markdown(teaching.EDIT_DIFFUSION_TEXT)
+                    with gr.Column():
+                        keep_rows = gr.Slider(0, 15, value=edit_defaults.keep_rows, step=1, elem_id="keep-rows",
+                                              label="Autoregressive: token rows kept (when no region is painted)")
+                        gr.Markdown(teaching.EDIT_AUTOREGRESSIVE_TEXT)
         with gr.Accordion("Words the models know", open=False):
             gr.Markdown(teaching.vocabulary_markdown())
 
@@ -99,6 +141,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                         label="noisy state", format="png", elem_id="diffusion-noisy", interactive=False, height=280,
                     )
                 out["diffusion_status"] = gr.Markdown("step –", label="diffusion status", elem_id="diffusion-status")
+                edit_this = {"diffusion": gr.Button("✏️ Edit this picture", size="sm", elem_id="edit-this-diffusion")}
                 gr.Markdown(teaching.DIFFUSION_TEXT)
             with gr.Column():
                 gr.Markdown("## Autoregressive")
@@ -106,6 +149,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                     label="token grid", format="png", elem_id="ar-image", interactive=False, height=280,
                 )
                 out["ar_status"] = gr.Markdown("token –", label="autoregressive status", elem_id="ar-status")
+                edit_this["autoregressive"] = gr.Button("✏️ Edit this picture", size="sm", elem_id="edit-this-ar")
                 out["ar_candidates"] = gr.Markdown(label="token candidates", elem_id="ar-candidates")
                 gr.Markdown(teaching.AUTOREGRESSIVE_TEXT)
 
@@ -146,15 +190,35 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
         downloads = dict(fn=on_gpu(pg.downloads), inputs=out["run_key"], outputs=out["downloads"], show_progress="minimal")
         clear = dict(fn=lambda: None, inputs=None, outputs=out["downloads"], queue=False, show_progress="hidden",
                      api_visibility="private")  # the last run's downloads go when a new run starts
-        generate.click(**clear)
-        prompt.submit(**clear)
-        on_click = generate.click(api_name="generate", **run)
-        on_click.success(api_name="downloads", **downloads)
-        on_enter = prompt.submit(api_visibility="private", **run)
-        on_enter.success(api_visibility="private", **downloads)
-        stop.click(pg.stop, None, None, cancels=[on_click, on_enter], queue=False, api_name="stop").then(
-            pg.finish_stopped, None, outputs, api_visibility="private"
-        ).then(api_visibility="private", **downloads)
+        def start_run(button, box, handler: dict, api_name: str, downloads_api: dict) -> list:
+            """A run starts from the button (API endpoint `api_name`) or Enter in the prompt box;
+            the downloads follow it. Returns the two streaming events (for Stop to cancel)."""
+            button.click(**clear)
+            box.submit(**clear)
+            on_click = button.click(api_name=api_name, **handler)
+            on_click.success(**downloads_api, **downloads)
+            on_enter = box.submit(api_visibility="private", **handler)
+            on_enter.success(api_visibility="private", **downloads)
+            return [on_click, on_enter]
+
+        edit_inputs = [edit_picture, edit_prompt, edit_mask, seed, strength, keep_rows, steps, scheduler, guidance,
+                       temperature, top_k, top_p, ar_guidance]
+        runs = start_run(generate, prompt, run, "generate", {"api_name": "downloads"})
+        runs += start_run(edit, edit_prompt, {**run, "fn": on_gpu(pg.edit), "inputs": edit_inputs}, "edit",
+                          {"api_visibility": "private"})
+        for button, name in ((stop, "stop"), (edit_stop, None)):
+            button.click(pg.stop, None, None, cancels=runs, queue=False,
+                         **({"api_name": name} if name else {"api_visibility": "private"})).then(
+                pg.finish_stopped, None, outputs, api_visibility="private"
+            ).then(api_visibility="private", **downloads)
+        edit_picture.change(live.mask_canvas, edit_picture, edit_mask, queue=False, show_progress="hidden",
+                            api_visibility="private")  # a new picture: the region is painted on it afresh
+        for kind, button in edit_this.items():
+            button.click(partial(pg.edit_this, kind), out["run_key"], [edit_picture, edit_mask, tabs],
+                         api_visibility="private")
+        for control in (strength, steps):
+            control.change(live.edit_timeline, [strength, steps], timeline, queue=False, show_progress="hidden",
+                           api_visibility="private")
         out["scrub"].input(
             on_gpu(pg.scrub), [out["scrub"], out["run_key"]], [out[name] for name in live.SCRUB_OUTPUTS],
             api_name="scrub", show_progress="hidden", trigger_mode="always_last",

@@ -46,7 +46,7 @@ def build_autoencoder(cfg: AutoencoderConfig = AutoencoderConfig()) -> VQModel:
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def tensor_to_images(x: torch.Tensor) -> np.ndarray:

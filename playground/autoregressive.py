@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
@@ -116,8 +117,17 @@ def autoregressive_progressive(
     top_p: float = 1.0,
     guidance_scale: float = 3.0,
     use_cache: bool = True,
+    image: np.ndarray | None = None,
+    keep: np.ndarray | None = None,
 ):
-    """Generate one picture, yielding an `AutoregressiveFrame` after every token."""
+    """Generate one picture, yielding an `AutoregressiveFrame` after every token it writes.
+
+    Editing: `image` (64, 64, 3) uint8 is turned into codes, and `keep` ((g*g,) or (g, g) bool,
+    raster order) says which of them are copied: the grid is walked in raster order, a kept
+    cell's code is fed to the model as if it had written it, every other cell is sampled. The
+    model sees only the cells above and to the left of the one it writes. Frames come for the
+    written cells only (`total` = how many); their `codes` hold the kept ones from the start.
+    """
     start = time.perf_counter()
     lm, cfg = model.transformer, model.transformer.config
     enc = model.prompt_encoder(prompt)
@@ -131,9 +141,23 @@ def autoregressive_progressive(
     out = lm(input_ids=seq, use_cache=use_cache)
     evaluations = 1
     generator = torch.Generator().manual_seed(int(seed))
-    codes = torch.full((n,), UNWRITTEN, dtype=torch.long)
+    codes = torch.full((n,), UNWRITTEN, dtype=torch.long)  # (g*g,)
+    copy = torch.zeros(n, dtype=torch.bool)  # (g*g,) True: the picture's code is kept
+    region = None
+    if image is not None and keep is not None:
+        copy = torch.as_tensor(np.asarray(keep, dtype=bool).reshape(-1))
+        codes[copy] = model.autoencoder.latents_to_codes(model.autoencoder.encode(image[None]))[0][copy]
+        region = ~copy.view(cfg.image_grid, cfg.image_grid).numpy()  # (g, g) the cells written
+    to_write = torch.nonzero(~copy).flatten().tolist()  # raster indices of the cells to sample
+    if not to_write:
+        raise ValueError("nothing to write: every cell is kept")
+    feed = codes[: to_write[0]].tolist()  # codes to give the model before it writes the next cell
 
-    for i in range(n):
+    for step, i in enumerate(to_write):
+        # 1b. Kept cells before this one (editing): fed in one call, read but not sampled.
+        if feed:
+            out, seq = advance(lm, out, seq, feed, offset, use_cache)
+            evaluations += 1
         # 2. Logits over image codes only; guidance mixes the two streams.
         logits = out.logits[:, -1, offset : offset + k].float()  # (B, K)
         if use_cfg:
@@ -142,8 +166,8 @@ def autoregressive_progressive(
         token, candidates = choose_token(logits, temperature, top_k, top_p, generator)
         codes[i] = token
         yield AutoregressiveFrame(
-            step=i + 1,
-            total=n,
+            step=step + 1,
+            total=len(to_write),
             elapsed_ms=(time.perf_counter() - start) * 1000,
             network_evaluations=evaluations,
             autoencoder=model.autoencoder,
@@ -154,17 +178,22 @@ def autoregressive_progressive(
             token=token,
             candidates=candidates,
             grid=cfg.image_grid,
+            kept=int(copy.sum()),
+            region=region,
         )
-        if i == n - 1:
-            break
-        # 4. Feed the token back: one new position with the KV cache, the whole sequence without.
-        new = torch.full((seq.shape[0], 1), token + offset, dtype=torch.long)
-        seq = torch.cat([seq, new], dim=1)
-        if use_cache:
-            out = lm(input_ids=new, cache=out.cache, use_cache=True)
-        else:
-            out = lm(input_ids=seq, use_cache=False)
-        evaluations += 1
+        # 4. The token goes back in with the kept cells that follow it, before the next cell written.
+        following = to_write[step + 1] if step + 1 < len(to_write) else n
+        feed = [token] + codes[i + 1 : following].tolist()
+
+
+def advance(lm, out, seq: torch.Tensor, tokens: list[int], offset: int, use_cache: bool):
+    """Feed image codes to the model: only the new positions with the KV cache, the whole
+    sequence without. Returns (the model's output, the sequence so far (B, T))."""
+    new = torch.tensor([tokens] * seq.shape[0], dtype=torch.long) + offset  # (B, L)
+    seq = torch.cat([seq, new], dim=1)
+    if use_cache:
+        return lm(input_ids=new, cache=out.cache, use_cache=True), seq
+    return lm(input_ids=seq, use_cache=False), seq
 
 
 def sample(model: AutoregressiveModel, prompt: str, **kwargs):

@@ -5,6 +5,12 @@
 
 Each run folder gets diffusion.png, autoregressive.png, diffusion.gif, autoregressive.gif,
 comparison.png and report.json. Bad input: a one-line message and exit code 2.
+
+    python -m playground edit picture.png "a large blue circle on the left" --strength 0.6 --keep-rows 8 --out out/
+    python -m playground edit picture.png "a small red star in the center" --mask region.png --out out/
+
+An edit's folder has the same files, plus input.png (the picture as the models saw it, 64 x 64),
+mask.png (with --mask) and the report's "edit" part.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .settings import GenerationSettings, SettingsError, validate_prompt
+from .settings import EditSettings, GenerationSettings, SettingsError, validate_prompt
 
 EXIT_BAD_INPUT = 2
 MAX_PROMPTS = 10000
@@ -68,18 +74,21 @@ def settings_from_args(args) -> GenerationSettings:
     ).validated()
 
 
-def generate_one(engine, prompt: str, settings: GenerationSettings, out: Path) -> dict:
-    """Run both samplers on one prompt and write the run folder; returns the report."""
+def generate_one(engine, prompt: str, settings: GenerationSettings, out: Path, edit=None) -> dict:
+    """Run both samplers on one prompt (an edit of `edit`, an editing.EditInput, if given) and
+    write the run folder; returns the report."""
+    from .editing import sampler_kwargs
     from .outputs import comparison_strip, save_gif
 
     out.mkdir(parents=True, exist_ok=True)
     enc = engine.encode_prompt(prompt, settings.diffusion_model, settings.autoregressive_model)
     report = {"prompt": prompt, "settings": settings.as_dict(), "unknown_words": enc.unknown_words,
               "unconditional": enc.unconditional, "message": enc.message()}
+    diffusion_kwargs, ar_kwargs = sampler_kwargs(settings, edit, engine.grid)
     runs = {}
     for name, progressive, kwargs in (
-        ("diffusion", engine.diffusion_progressive, settings.diffusion_kwargs()),
-        ("autoregressive", engine.autoregressive_progressive, settings.autoregressive_kwargs()),
+        ("diffusion", engine.diffusion_progressive, diffusion_kwargs),
+        ("autoregressive", engine.autoregressive_progressive, ar_kwargs),
     ):
         t0 = time.perf_counter()
         frames = list(progressive(prompt, **kwargs))
@@ -92,8 +101,26 @@ def generate_one(engine, prompt: str, settings: GenerationSettings, out: Path) -
                         "seconds": round(seconds, 4), "steps": frames[-1].total,
                         "network_evaluations": frames[-1].network_evaluations}
     Image.fromarray(comparison_strip(runs["diffusion"], runs["autoregressive"])).save(out / "comparison.png")
+    if edit is not None:
+        report["edit"] = edit_report(engine, edit, runs, ar_kwargs["keep"])
+        Image.fromarray(edit.picture).save(out / "input.png")
+        if edit.mask is not None:
+            Image.fromarray(edit.mask.astype("uint8") * 255).save(out / "mask.png")
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def edit_report(engine, edit, runs: dict, keep) -> dict:
+    """What an edit kept and converted: the report's "edit" part."""
+    import torch
+
+    ae = engine.autoregressive.autoencoder
+    source = ae.latents_to_codes(ae.encode(edit.picture[None]))[0]
+    kept = torch.from_numpy(keep)
+    return {"notes": edit.notes, "region": edit.mask is not None,
+            "diffusion_steps_skipped": runs["diffusion"][-1].skipped,
+            "autoregressive_tokens_kept": int(kept.sum()),
+            "kept_tokens_reproduced": bool(torch.equal(runs["autoregressive"][-1].codes[kept], source[kept]))}
 
 
 def read_prompts(path: str) -> list[str]:
@@ -130,6 +157,26 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_edit(args) -> int:
+    from .editing import load_edit
+
+    settings = EditSettings(**vars(settings_from_args(args)), strength=args.strength, keep_rows=args.keep_rows).validated()
+    prompt = validate_prompt(args.prompt or "")
+    edit = load_edit(args.image, args.mask)
+    from .engine import load_engine
+
+    engine = load_engine(args.assets)
+    for note in edit.notes:
+        print(f"note: {note}", file=sys.stderr)
+    report = generate_one(engine, prompt, settings, Path(args.out), edit)
+    if report["message"]:
+        print(f"note: {report['message']}", file=sys.stderr)
+    d, a, e = report["diffusion"], report["autoregressive"], report["edit"]
+    print(f"{args.out}: diffusion {d['seconds']:.2f} s ({d['steps']} steps, {e['diffusion_steps_skipped']} skipped), "
+          f"autoregressive {a['seconds']:.2f} s ({a['steps']} tokens written, {e['autoregressive_tokens_kept']} kept)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m playground", description="Diffusion and autoregressive image generation, side by side.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -141,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(g)
     add_model_arguments(g)
     g.set_defaults(func=cmd_generate)
+    d = EditSettings()
+    e = sub.add_parser("edit", help="edit a picture with both models (the same files, plus input.png)")
+    e.add_argument("image", help="the picture to edit (any size and mode: made 64 x 64 RGB)")
+    e.add_argument("prompt", nargs="?", default=None, help="the new prompt, in full (empty: unconditional)")
+    e.add_argument("--mask", help="a picture of the region to repaint: white (or opaque) where to repaint")
+    e.add_argument("--strength", default=d.strength,
+                   help=f"diffusion: how far to noise the picture, 0.05 to 1 (1: from pure noise; default {d.strength})")
+    e.add_argument("--keep-rows", default=d.keep_rows,
+                   help=f"autoregressive: token rows kept, 0 to 15, when no --mask (default {d.keep_rows})")
+    e.add_argument("--out", default="out", help="output folder (default: out)")
+    e.add_argument("--assets", default=os.environ.get("PLAYGROUND_ASSETS"), help="model folder (default: the shipped assets/)")
+    add_settings_arguments(e)
+    e.set_defaults(func=cmd_edit)
     return p
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from diffusers import (
     DDIMScheduler,
@@ -24,6 +25,7 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from .autoencoder import SharedAutoencoder
+from .editing import mask_to_grid, start_step
 from .frames import DiffusionFrame
 from .text import MAX_PROMPT_TOKENS, PromptEncoder
 
@@ -159,8 +161,18 @@ def diffusion_progressive(
     num_inference_steps: int = 20,
     guidance_scale: float = 3.0,
     scheduler: str = "ddim",
+    image: np.ndarray | None = None,
+    strength: float = 1.0,
+    mask: np.ndarray | None = None,
 ):
-    """Generate one picture, yielding a `DiffusionFrame` after every denoising step."""
+    """Generate one picture, yielding a `DiffusionFrame` after every denoising step.
+
+    Editing: `image` (64, 64, 3) uint8 is encoded and noised to the level `strength` of the
+    schedule (1: pure noise; 0.5: half way) and denoised from there (image-to-image); only
+    `num_inference_steps * strength` steps run. With `mask` ((64, 64) or (g, g) bool, True
+    where to repaint) only the region is repainted: after every step the latent outside it is
+    replaced by the picture's latent noised to the next step's level (simple RePaint blending).
+    """
     start = time.perf_counter()
     enc = model.prompt_encoder(prompt)
     sched = make_scheduler(scheduler, model.scheduler_config)
@@ -172,13 +184,29 @@ def diffusion_progressive(
     context, pooled = model.encode_prompts([uncond, enc.input_ids] if use_cfg else [enc.input_ids])  # (B, T, D), (B, D)
     evaluations = 1
 
-    # 2. Start from seeded Gaussian noise in the autoencoder's latent space.
+    # 2. Start from seeded Gaussian noise in the autoencoder's latent space; when editing, from
+    #    the picture's latent noised to the first step kept (strength 1: pure noise as well).
     sched.set_timesteps(num_inference_steps)
     generator = torch.Generator().manual_seed(int(seed))
     shape = (1, ae.latent_channels, ae.grid, ae.grid)
-    latents = torch.randn(shape, generator=generator) * sched.init_noise_sigma  # (1, C, g, g)
+    noise = torch.randn(shape, generator=generator)  # (1, C, g, g)
+    timesteps, skipped = sched.timesteps, 0
+    known = region = None
+    if image is not None:
+        known = ae.encode(image[None])  # (1, C, g, g) the picture's latent
+        skipped = start_step(strength, num_inference_steps) if strength < 1 else 0
+        timesteps = sched.timesteps[skipped * sched.order :]
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(skipped * sched.order)
+        if mask is not None:
+            region = mask_to_grid(np.asarray(mask, dtype=bool), ae.grid)  # (g, g) cells to repaint
+            keep_latent = torch.from_numpy(~region).float()[None, None]  # (1, 1, g, g) 1 outside
+    if known is not None and skipped:
+        latents = sched.add_noise(known, noise, timesteps[:1])  # (1, C, g, g)
+    else:
+        latents = noise * sched.init_noise_sigma  # (1, C, g, g)
 
-    for i, t in enumerate(sched.timesteps):
+    for i, t in enumerate(timesteps):
         # 3. Predict (the noise's velocity), for the prompt and (with guidance) for the empty prompt.
         x_in = torch.cat([latents] * context.shape[0])
         x_in = sched.scale_model_input(x_in, t)
@@ -192,9 +220,15 @@ def diffusion_progressive(
         out = sched.step(eps, t, latents, generator=generator)
         x0 = predicted_x0(sched, latents, eps, t, out)
         latents = out.prev_sample
+        # 6. Inpainting: outside the region, the picture's latent at the next step's noise level.
+        if region is not None:
+            last = i == len(timesteps) - 1
+            known_t = known if last else sched.add_noise(known, noise, timesteps[i + 1 : i + 2])
+            latents = keep_latent * known_t + (1 - keep_latent) * latents
+            x0 = keep_latent * known + (1 - keep_latent) * x0
         yield DiffusionFrame(
             step=i + 1,
-            total=len(sched.timesteps),
+            total=len(timesteps),
             timestep=int(t),
             elapsed_ms=(time.perf_counter() - start) * 1000,
             network_evaluations=evaluations,
@@ -203,6 +237,8 @@ def diffusion_progressive(
             autoencoder=ae,
             unknown_words=enc.unknown_words,
             unconditional=enc.unconditional,
+            region=region,
+            skipped=skipped,
         )
 
 

@@ -82,6 +82,11 @@ class Engine:
         return self.diffusion.prompt_encoder
 
     @property
+    def grid(self) -> int:
+        """Cells a side of the shared latent / token grid (16)."""
+        return self.autoregressive.autoencoder.grid
+
+    @property
     def schedulers(self) -> list[str]:
         return list(SCHEDULERS)
 

@@ -47,6 +47,7 @@ class Frame:
     autoencoder: object = field(repr=False)
     unknown_words: list[str] = field(default_factory=list)
     unconditional: bool = False
+    region: np.ndarray | None = field(default=None, repr=False)  # (g, g) bool: the cells an edit repaints
 
     @property
     def done(self) -> bool:
@@ -76,6 +77,7 @@ class DiffusionFrame(Frame):
     timestep: int = 0
     latents: torch.Tensor | None = field(default=None, repr=False)  # (1, C, g, g) the noisy state
     pred_x0: torch.Tensor | None = field(default=None, repr=False)  # (1, C, g, g) predicted clean
+    skipped: int = 0  # steps of the schedule an image-to-image edit skipped (strength < 1)
 
     kind = "diffusion"
 
@@ -148,7 +150,10 @@ class AutoregressiveFrame(Frame):
             if size % image.shape[0] == 0:  # whole-number enlargements first, so that marks stay crisp
                 image = upscale(image, size // image.shape[0])
             current = None if self.done or image.shape[0] // self.grid < MIN_BOXED_CELL else self.position
-            return fit(mark_partial_grid(image, written, current), size)
+            image = mark_partial_grid(image, written, current)
+            if self.region is not None and image.shape[0] // self.grid >= MIN_BOXED_CELL:
+                image = outline_cells(image, self.region)
+            return fit(image, size)
 
         return self._cached(f"preview{scale}", draw)
 
@@ -204,3 +209,22 @@ def fit(image: np.ndarray, height: int) -> np.ndarray:
         return upscale(image, height // h)
     width = max(1, round(w * height / h))
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
+
+
+EDIT_OUTLINE = np.array([0, 230, 255], dtype=np.uint8)  # cyan: the edge of an edit's region
+
+
+def outline_cells(image: np.ndarray, region: np.ndarray, color: np.ndarray = EDIT_OUTLINE) -> np.ndarray:
+    """Draw the outline of a region of grid cells: the pixels of region cells that border a
+    cell outside it (or the picture's edge, where the region is not the whole picture).
+
+    image: (H, W, 3) uint8; region: (g, g) bool. Returns a new (H, W, 3) uint8 array.
+    """
+    h, w, _ = image.shape
+    cell = h // region.shape[0]
+    inside = np.kron(region, np.ones((cell, cell), dtype=bool))  # (H, W)
+    padded = np.pad(inside, 1, constant_values=bool(region.all()))  # the edge of the picture counts, unless all is in
+    neighbours_out = ~padded[:-2, 1:-1] | ~padded[2:, 1:-1] | ~padded[1:-1, :-2] | ~padded[1:-1, 2:]
+    out = image.copy()
+    out[inside & neighbours_out] = color
+    return out

@@ -39,13 +39,17 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import gradio as gr
+from gradio.data_classes import FileData
 import numpy as np
 import torch
 from PIL import Image
 
 from .engine import Engine, ModelNotFoundError, load_engine
+from .hub import EMBEDDED
 from .outputs import comparison_strip, frame_at, pick, preview_image, save_gif, save_mp4
-from .settings import MAX_SEED, GenerationSettings, SettingsError, validate_prompt
+from .editing import EditInput, EditInputError, load_edit, load_picture, open_image, sampler_kwargs, strength_timeline
+from .frames import upscale
+from .settings import MAX_SEED, EditSettings, GenerationSettings, SettingsError, validate_prompt
 from .shapes import normalize_prompt, unknown_words
 from .text import MAX_PROMPT_CHARS
 
@@ -179,14 +183,15 @@ class Track:
 class LiveRun:
     """Both runs of one Generate, computed on a worker thread and read by the viewer."""
 
-    def __init__(self, engine: Engine, prompt: str, settings: GenerationSettings, run_id: str | None = None):
+    def __init__(self, engine: Engine, prompt: str, settings: GenerationSettings, run_id: str | None = None,
+                 edit: EditInput | None = None):
         self.id = run_id or uuid.uuid4().hex[:12]
         self.prompt = prompt
         self.settings = settings
-        self.diffusion = Track("diffusion", engine.diffusion_progressive(prompt, **settings.diffusion_kwargs()))
-        self.autoregressive = Track(
-            "autoregressive", engine.autoregressive_progressive(prompt, **settings.autoregressive_kwargs())
-        )
+        self.edit = edit  # the picture (and region) an edit starts from; None: generation from the prompt
+        diffusion_kwargs, ar_kwargs = sampler_kwargs(settings, edit, engine.grid)
+        self.diffusion = Track("diffusion", engine.diffusion_progressive(prompt, **diffusion_kwargs))
+        self.autoregressive = Track("autoregressive", engine.autoregressive_progressive(prompt, **ar_kwargs))
         self.stop = threading.Event()  # set by Stop (or a closed connection): compute halts after this step
         self.done = threading.Event()  # the worker has exited
         self.changed = threading.Condition()  # a new frame, the end, or a stop request
@@ -208,7 +213,10 @@ class LiveRun:
     @property
     def key(self) -> str:
         """What the scrub slider needs to find this run again, or recompute it."""
-        return json.dumps({"id": self.id, "prompt": self.prompt, "settings": self.settings.as_dict()})
+        key = {"id": self.id, "prompt": self.prompt, "settings": self.settings.as_dict()}
+        if self.edit is not None:
+            key["edit"] = self.edit.as_dict()  # the picture itself (a few kB), to compute the edit again
+        return json.dumps(key)
 
     # -- the worker
 
@@ -399,8 +407,11 @@ class PictureFiles:
 
 def diffusion_status(frame, compute_ms: float) -> str:
     rate = frame.step / max(compute_ms / 1000, 1e-9)
+    edit = f" (edit: the first {frame.skipped} of {frame.skipped + frame.total} steps skipped)" if frame.skipped else ""
+    if frame.region is not None:
+        edit += " · repainting the outlined region only"
     return (
-        f"step {frame.step}/{frame.total} · t={frame.timestep} · {compute_ms:.0f} ms · "
+        f"step {frame.step}/{frame.total}{edit} · t={frame.timestep} · {compute_ms:.0f} ms · "
         f"{frame.network_evaluations} evaluations · {rate:.0f} steps/s"
     )
 
@@ -408,8 +419,9 @@ def diffusion_status(frame, compute_ms: float) -> str:
 def ar_status(frame, compute_ms: float) -> str:
     row, col = frame.row_col
     rate = frame.step / max(compute_ms / 1000, 1e-9)
+    kept = f" written, {frame.kept} kept from the picture (outside the outline)" if frame.kept else ""
     return (
-        f"token {frame.step}/{frame.total} · row {row}, col {col} · {compute_ms:.0f} ms · "
+        f"token {frame.step}/{frame.total}{kept} · row {row}, col {col} · {compute_ms:.0f} ms · "
         f"{frame.network_evaluations} evaluations · {rate:.0f} tokens/s"
     )
 
@@ -538,11 +550,12 @@ def end_warning(encoded) -> str | None:
 
 
 def parse_settings(prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale,
-                   diffusion_model="", autoregressive_model=""):
-    """The prompt and validated settings; gr.Error with the reason when they cannot be used."""
+                   diffusion_model="", autoregressive_model="", **edit):
+    """The prompt and validated settings (EditSettings when an edit's `strength`, `keep_rows`
+    are given); gr.Error with the reason when they cannot be used."""
     try:
         prompt = validate_prompt(prompt)
-        settings = GenerationSettings(
+        settings = (EditSettings if edit else GenerationSettings)(
             seed=seed,
             num_inference_steps=num_inference_steps,
             scheduler=scheduler,
@@ -553,10 +566,86 @@ def parse_settings(prompt, seed, num_inference_steps, scheduler, guidance_scale,
             ar_guidance_scale=ar_guidance_scale,
             diffusion_model=diffusion_model,
             autoregressive_model=autoregressive_model,
+            **edit,
         ).validated()
     except SettingsError as exc:
-        raise gr.Error(str(exc), title="Cannot generate") from None
+        raise gr.Error(str(exc), title="Cannot edit" if edit else "Cannot generate") from None
     return prompt, settings
+
+
+def picture_editor(**kwargs) -> gr.ImageEditor:
+    """A gr.ImageEditor whose pictures reach the handler as PIL images in their own mode (16-bit
+    greyscale, palette, ...: editing.load_picture converts them), and whose unreadable or huge
+    uploads get a clear message instead of gradio's generic error. (One editor's method is
+    replaced: a subclass would make gradio write a .pyi file next to this one.)"""
+    editor = gr.ImageEditor(type="pil", **kwargs)
+
+    def open_upload(file, flatten_on_white: bool = False):
+        if file is None:
+            return None
+        try:
+            return open_image(file.path if isinstance(file, FileData) else io.BytesIO(file))
+        except EditInputError as exc:
+            raise gr.Error(str(exc), title="Cannot edit") from None
+
+    editor.convert_and_format_image = open_upload
+    return editor
+
+
+def editor_picture(value):
+    """The picture in an image editor's value (the background with what was drawn on it), or
+    a picture given directly (a path or an array: API callers)."""
+    if isinstance(value, dict):
+        return value.get("composite") if value.get("composite") is not None else value.get("background")
+    return value
+
+
+def editor_mask(value):
+    """The region painted in an image editor (its brush layers: painted wherever opaque) as a
+    white-on-black picture; None when nothing is painted. A picture given directly is the mask."""
+    if not isinstance(value, dict):
+        return value
+    layers = [np.asarray(Image.open(x) if isinstance(x, str) else x) for x in value.get("layers") or [] if x is not None]
+    layers = [a for a in layers if a.ndim == 3 and a.shape[2] == 4]
+    if not layers or not any(a[..., 3].any() for a in layers):
+        return None
+    if len({a.shape for a in layers}) > 1:
+        raise EditInputError("the painted layers have different sizes: paint the region on one canvas")
+    painted = np.any([a[..., 3] > 0 for a in layers], axis=0)  # (H, W)
+    return Image.fromarray(painted.astype(np.uint8) * 255)
+
+
+def parse_edit(picture, mask) -> EditInput:
+    """The picture and region of an edit from the page or the API; gr.Error when unusable."""
+    try:
+        return load_edit(editor_picture(picture), editor_mask(mask))
+    except SettingsError as exc:  # EditInputError is one
+        raise gr.Error(str(exc), title="Cannot edit") from None
+
+
+def mask_canvas(picture):
+    """The region editor's canvas: the picture as the models will see it (64 x 64, shown
+    256 x 256), with nothing painted yet; None when there is no usable picture."""
+    picture = editor_picture(picture)
+    try:
+        picture = None if picture is None else upscale(load_picture(picture)[0], PREVIEW_SCALE)
+    except EditInputError:
+        return None  # said when the picture was given
+    return None if picture is None else editor_canvas(picture)
+
+
+def editor_canvas(picture: np.ndarray) -> dict:
+    """An image editor's value: a picture with nothing drawn on it."""
+    return {"background": picture, "layers": [], "composite": picture}
+
+
+def edit_timeline(strength, num_inference_steps) -> str:
+    """The line under the strength slider: where the edit enters the denoising schedule."""
+    try:
+        s = EditSettings(strength=strength, num_inference_steps=num_inference_steps).validated()
+    except SettingsError as exc:
+        return f"⚠️ {exc}"
+    return strength_timeline(s.strength, s.num_inference_steps)
 
 
 def session_of(request: gr.Request | None) -> str | None:
@@ -564,6 +653,7 @@ def session_of(request: gr.Request | None) -> str | None:
 
 
 _DEFAULTS = GenerationSettings()
+_EDIT_DEFAULTS = EditSettings()
 
 
 class Playground:
@@ -628,11 +718,47 @@ class Playground:
             prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale,
             diffusion_model, autoregressive_model,
         )
+        yield from self.stream(prompt, settings, started, request)
+
+    # (The handlers spell out their parameters: gradio takes the API's parameter names and
+    # defaults from these signatures.)
+    def edit(
+        self,
+        picture=None,
+        prompt: str = "",
+        mask=None,
+        seed: float = _DEFAULTS.seed,
+        strength: float = _EDIT_DEFAULTS.strength,
+        keep_rows: float = _EDIT_DEFAULTS.keep_rows,
+        num_inference_steps: float = _DEFAULTS.num_inference_steps,
+        scheduler: str = _DEFAULTS.scheduler,
+        guidance_scale: float = _DEFAULTS.guidance_scale,
+        temperature: float = _DEFAULTS.temperature,
+        top_k: float = _DEFAULTS.top_k,
+        top_p: float = _DEFAULTS.top_p,
+        ar_guidance_scale: float = _DEFAULTS.ar_guidance_scale,
+        request: gr.Request = None,
+    ):
+        """Stream an edit of a picture (and painted region) by both models: API endpoint /edit.
+        The same outputs as /generate."""
+        started = time.perf_counter()
+        prompt, settings = parse_settings(
+            prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale,
+            EMBEDDED, EMBEDDED, strength=strength, keep_rows=keep_rows,  # edits: the embedded models' samplers
+        )
+        edit = parse_edit(picture, mask)
+        for note in edit.notes:
+            gr.Info(f"Your picture was converted: {note}.")
+        yield from self.stream(prompt, settings, started, request, edit)
+
+    def stream(self, prompt: str, settings: GenerationSettings, started: float, request: gr.Request | None,
+               edit: EditInput | None = None):
+        """Start a run and stream its frames to the page (generate and edit)."""
         engine = self.get_engine()
         encoded = self.encode_prompt(engine, prompt, settings)
         if warning := start_warning(prompt, encoded):
             gr.Warning(warning)
-        run = LiveRun(engine, prompt, settings)
+        run = LiveRun(engine, prompt, settings, edit=edit)
         self.runs.add(run)
         self._remember(session_of(request), run)
         stats = RunStats(started)
@@ -728,15 +854,26 @@ class Playground:
         try:
             key = json.loads(run_key)
             run = self.runs.get(key["id"])
-            settings = GenerationSettings(**key["settings"]).validated()
+            edit = EditInput.from_dict(key["edit"]) if "edit" in key else None
+            settings = (GenerationSettings if edit is None else EditSettings)(**key["settings"]).validated()
             prompt = validate_prompt(key["prompt"])
-        except (ValueError, KeyError, TypeError) as exc:  # SettingsError is a ValueError
+        except (ValueError, KeyError, TypeError, OSError) as exc:  # SettingsError is a ValueError
             raise gr.Error(f"Cannot find that run: {exc}") from None
         if run is None:
-            run = LiveRun(self.get_engine(), prompt, settings, run_id=key["id"])
+            run = LiveRun(self.get_engine(), prompt, settings, run_id=key["id"], edit=edit)
             run.compute()
             self.runs.add(run)
         return run
+
+    def edit_this(self, kind: str, run_key: str | None):
+        """"Edit this": a run's final picture (diffusion or autoregressive) as the picture to
+        edit, on both editors' canvases, and the Edit tab opened."""
+        run = self.find_run(run_key)
+        track = None if run is None else {"diffusion": run.diffusion, "autoregressive": run.autoregressive}[kind]
+        if track is None or not track.frames:
+            raise gr.Error("Generate (or edit) a picture first, then press “Edit this” under it.", title="Nothing to edit")
+        canvas = editor_canvas(upscale(track.frames[-1].image(), PREVIEW_SCALE))  # (256, 256, 3) to paint on
+        return canvas, canvas, gr.Tabs(selected="edit")
 
     @staticmethod
     def random_seed() -> int:

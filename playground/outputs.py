@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .frames import fit
+from .frames import MIN_BOXED_CELL, fit, outline_cells, upscale
 
 
 def pick(frames: list, n: int) -> list:
@@ -37,7 +37,9 @@ def preview_image(frame, scale: int = 4, view: str = "x0") -> np.ndarray:
     """The picture to show for a frame: diffusion's x0 guess or noisy state; the AR partial grid."""
     if frame.kind == "diffusion":
         img = frame.noisy_image() if view == "noisy" else frame.x0_image()
-        return fit(img, frame.display_size * scale)
+        img = fit(img, frame.display_size * scale)
+        cell = img.shape[0] // frame.region.shape[0] if frame.region is not None else 0
+        return img if cell < MIN_BOXED_CELL else outline_cells(img, frame.region)
     return frame.preview(scale)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from .diffusion import SCHEDULERS
 from .text import MAX_PROMPT_CHARS
 
 MAX_SEED = 2**31 - 1
@@ -29,6 +28,9 @@ LIMITS = {
     "top_k": (0, 4096),
     "top_p": (0.01, 1.0),
     "ar_guidance_scale": (0.0, 20.0),
+    # editing
+    "strength": (0.05, 1.0),
+    "keep_rows": (0, 15),  # of the 16 token rows; at least one row is written
 }
 
 
@@ -50,6 +52,8 @@ class GenerationSettings:
 
     def validated(self) -> "GenerationSettings":
         """A copy with numbers converted to their types; SettingsError when out of range."""
+        from .diffusion import SCHEDULERS  # (imported here: this module stays free of torch)
+
         values = {}
         for f in fields(self):
             v = getattr(self, f.name)
@@ -74,7 +78,7 @@ class GenerationSettings:
                     raise SettingsError(f"{f.name} must be between {lo} and {hi}, not {v!r}")
                 v = kind(num)
             values[f.name] = v
-        return GenerationSettings(**values)
+        return type(self)(**values)
 
     def diffusion_kwargs(self) -> dict:
         return dict(seed=self.seed, num_inference_steps=self.num_inference_steps,
@@ -88,6 +92,19 @@ class GenerationSettings:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class EditSettings(GenerationSettings):
+    """Generation settings plus the two of an edit: how far diffusion noises the picture
+    (`strength`, 1 = pure noise) and how many token rows the autoregressive model keeps
+    (`keep_rows`, used when no region is painted)."""
+
+    strength: float = 0.6
+    keep_rows: int = 8
+
+    def diffusion_kwargs(self) -> dict:
+        return {**super().diffusion_kwargs(), "strength": self.strength}
 
 
 def validate_prompt(prompt) -> str:

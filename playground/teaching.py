@@ -34,6 +34,31 @@ is the cell just written; the table shows the candidates the model considered fo
 token is never changed.
 """
 
+EDIT_INTRO = """\
+Give a picture — **upload** one, **draw** one (the brush has the eight colours the models know),
+or press **Edit this** under a result — and a new prompt that describes the *whole* picture you
+want (*a large blue circle on the left on a yellow background*, not *make it blue*). Optionally
+**paint a region** on the second canvas: only that part is repainted. Both models then edit it,
+live, each in its own way. Any picture is made 64 × 64 RGB first.
+"""
+
+EDIT_DIFFUSION_TEXT = """\
+**Diffusion edits** by noising the picture part of the way and denoising it under the new
+prompt: *strength* is how far (1 = all the way to pure noise: the picture is forgotten; 0.3 =
+only fine detail can change). With a painted region, after every step the latent *outside* the
+region is put back: the picture's own latent, noised to that step's level — so the outside stays
+as it was and the inside is repainted to fit it, on all sides.
+"""
+
+EDIT_AUTOREGRESSIVE_TEXT = """\
+**Autoregressive edits** by continuing: the picture becomes its 16 × 16 tokens, the model is
+given the *kept* ones as if it had written them, and writes the rest (inside the cyan outline)
+in raster order. Without a region it keeps the first *rows*; with a region it walks the grid,
+copying each token outside the region and writing each one inside. **It sees only what lies
+above and to the left of the cell it writes — never what lies below or to the right**, so a
+repainted region often does not join up with the picture under it and right of it.
+"""
+
 COMPARISON_TABLE = """\
 | | Diffusion (left) | Autoregressive (right) |
 |---|---|---|
@@ -43,6 +68,7 @@ COMPARISON_TABLE = """\
 | The picture is | a 16 × 16 × 4 continuous latent | 256 tokens here; Janus-Pro: 576; Nano Banana: about 1,290 |
 | Randomness | the starting noise | each token is sampled (temperature, top-k, top-p) |
 | Can it change its mind? | yes, every step | no, a written token stays |
+| Editing a picture | noise it part of the way, denoise under the new prompt; a region is repainted seeing the picture all round it | keep its tokens and write the rest, in raster order: a cell sees only what lies above and to its left |
 """
 
 SETTINGS_TEXT = """\

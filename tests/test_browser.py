@@ -139,3 +139,75 @@ def test_cached_example_shows_at_once(page):
     page.wait_for_function("""() => document.querySelector("#diffusion-image img")
                               && document.querySelector("#ar-image img")""", timeout=10_000)
     assert time.perf_counter() - started < 3
+
+
+# ----------------------------------------------------------------------------- editing (issue 5)
+
+EDIT_DONE = """() => ["#diffusion-status", "#ar-status"].every(
+  s => (document.querySelector(s)?.innerText || "").includes("done"))
+  && (document.querySelector("#ar-status")?.innerText || "").includes("kept")"""
+
+
+def open_edit_tab(page) -> None:
+    page.get_by_role("tab", name="Edit").click()
+    page.wait_for_selector("#edit-button", state="visible")
+
+
+def start_edit(page, prompt: str) -> None:
+    page.locator("#edit-prompt textarea, #edit-prompt input").first.fill(prompt)
+    page.evaluate(WATCH_PICTURES)
+    page.click("#edit-button")
+
+
+def test_edit_an_uploaded_picture(page, playground_app, tmp_path, monkeypatch):
+    if REAL_SCREENSHOT:
+        pytest.skip("run with the tiny models")
+    import numpy as np
+    from PIL import Image
+
+    from playground.shapes import Scene, SceneObject, render
+
+    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 2.0)
+    picture = render(Scene("yellow", (SceneObject("red", "circle", "large", "left"),))).repeat(2, 0).repeat(2, 1)
+    Image.fromarray(np.dstack([picture, np.full(picture.shape[:2], 255, np.uint8)])).save(tmp_path / "upload.png")
+    open_edit_tab(page)
+    page.locator("#edit-picture input[type=file]").set_input_files(str(tmp_path / "upload.png"))
+    time.sleep(1.0)  # the upload reaches the region canvas
+    start_edit(page, "a large blue circle on the left on a yellow background")
+    page.wait_for_function(EDIT_DONE, timeout=60_000)
+    assert "128 kept" in page.inner_text("#ar-status") and "skipped" in page.inner_text("#diffusion-status")
+    seen = pictures_seen(page)
+    assert len(seen["diffusion"]) >= 3 and len(seen["ar"]) >= 3, {k: len(v) for k, v in seen.items()}
+    run = playground_app[0].playground.runs.latest()
+    assert np.array_equal(run.edit.picture, picture[::2, ::2]) and run.edit.mask is None
+    page.screenshot(path=str(ARTIFACTS / "playground-edit.png"), full_page=True)
+
+
+def test_edit_this_result_with_a_painted_region(page, playground_app, monkeypatch):
+    if REAL_SCREENSHOT:
+        pytest.skip("run with the tiny models")
+    import numpy as np
+
+    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 1.0)
+    demo, _ = playground_app
+    generate(page, "a small blue star at the top")
+    page.wait_for_function(BOTH_DONE, timeout=60_000)
+    generated = demo.playground.runs.latest()
+    page.click("#edit-this-ar")  # "Edit this" under the autoregressive picture: the Edit tab opens with it
+    page.wait_for_selector("#edit-button", state="visible", timeout=10_000)
+    time.sleep(1.5)  # both canvases hold the picture
+    page.locator("#edit-mask button[aria-label=Brush]").click()
+    box = page.locator("#edit-mask canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 20, y)
+    page.mouse.down()
+    page.mouse.move(x + 20, y + 10, steps=8)
+    page.mouse.up()
+    time.sleep(0.5)
+    start_edit(page, "a small red star at the top on a white background")
+    page.wait_for_function(EDIT_DONE, timeout=60_000)
+    assert "repainting the outlined region" in page.inner_text("#diffusion-status")
+    run = demo.playground.runs.latest()
+    assert np.array_equal(run.edit.picture, generated.autoregressive.frames[-1].image())
+    assert run.edit.mask is not None and 0 < run.autoregressive.frames[-1].total < 256
+    page.screenshot(path=str(ARTIFACTS / "playground-edit-region.png"), full_page=True)
