@@ -42,10 +42,10 @@ class GenerationSettings:
     scheduler: str = "ddim"
     guidance_scale: float = 3.0
     # autoregressive
-    temperature: float = 0.5
+    temperature: float = 0.3  # with guidance 2: 30 % of 40 seen prompts, against 10 % at 0.5 and 3
     top_k: int = 0
     top_p: float = 1.0
-    ar_guidance_scale: float = 3.0
+    ar_guidance_scale: float = 2.0  # stronger guidance drives the token stream off the data
     # which model paints each panel ("": the engine's default; see Engine.models)
     diffusion_model: str = ""
     autoregressive_model: str = ""
