@@ -9,6 +9,7 @@ autoencoder, or a real model's own VAE / VQ model (playground/hub_diffusion.py, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -131,6 +132,8 @@ class AutoregressiveFrame(Frame):
             codes = self.codes[: rows * self.grid].clone()  # (rows * g,)
             codes[codes == UNWRITTEN] = 0
             picture = self.autoencoder.decode_codes(codes[None])[0]  # (rows * cell, W, 3)
+            if rows == self.grid:
+                return picture
             full = np.zeros((picture.shape[1],) * 2 + (3,), dtype=np.uint8)
             full[: picture.shape[0]] = picture
             return full
@@ -180,9 +183,7 @@ def mark_partial_grid(image: np.ndarray, written: np.ndarray, position: int | No
     cell = h // g
     out = image.copy()
     mask = np.kron(~written, np.ones((cell, cell), dtype=bool))  # (H, W) True where unwritten
-    yy, xx = np.mgrid[0:h, 0:w]
-    hatch = np.where(((yy + xx) // 2) % 2 == 0, 200, 150).astype(np.uint8)  # grey diagonal stripes
-    out[mask] = hatch[mask][:, None]
+    out[mask] = hatch_pattern(h, w)[mask][:, None]
     if position is not None:
         r, c = divmod(position, g)
         y0, x0 = r * cell, c * cell
@@ -192,6 +193,15 @@ def mark_partial_grid(image: np.ndarray, written: np.ndarray, position: int | No
         out[y0 : y0 + cell, x0] = box
         out[y0 : y0 + cell, x0 + cell - 1] = box
     return out
+
+
+@lru_cache(maxsize=8)
+def hatch_pattern(h: int, w: int) -> np.ndarray:
+    """Grey diagonal stripes, (h, w) uint8, made once per size (every preview uses them)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    stripes = np.where(((yy + xx) // 2) % 2 == 0, 200, 150).astype(np.uint8)
+    stripes.flags.writeable = False
+    return stripes
 
 
 def upscale(image: np.ndarray, factor: int) -> np.ndarray:
