@@ -41,11 +41,12 @@ def prompt_row(label: str, box_id: str, action: str, action_id: str, stop_id: st
 
 
 def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | None = None,
-               problems: list[str] | None = None) -> gr.Blocks:
+               problems: list[str] | None = None, workers: int = 0) -> gr.Blocks:
     """The page. `engine_loader()` returns an Engine (default: load_engine, which reads
     PLAYGROUND_ASSETS); it is called once, on first use, and the engine shared by all sessions.
     `models` ({"diffusion": [...], "autoregressive": [...]}, default first) fills the model
-    menus, shown where there is a choice; `problems` are shown at the top of the page."""
+    menus, shown where there is a choice; `problems` are shown at the top of the page.
+    `workers`: processes that run the embedded models' samplers (0: threads of this process)."""
     from playground import live, teaching
     from playground.diffusion import SCHEDULERS
     from playground.hub import on_gpu
@@ -54,7 +55,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
 
     PALETTE_HEX = ["#%02x%02x%02x" % rgb for rgb in PALETTE.values()]  # the brush: the colours the models know
 
-    pg = live.Playground(engine_loader)
+    pg = live.Playground(engine_loader, workers=workers)
     defaults, edit_defaults = GenerationSettings(), EditSettings()
     out: dict[str, gr.components.Component] = {}  # the outputs of Generate, by live.OUTPUTS name
 
@@ -240,6 +241,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--assets", default=os.environ.get("PLAYGROUND_ASSETS"),
                         help="model folder (default: assets/)")
     parser.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("PLAYGROUND_WORKERS", "-1")),
+                        help="processes that run the embedded models' samplers, two per Generate running at once "
+                             "(default: as many as that needs; 0: run them on threads of the page's process)")
     from playground.cli import add_model_arguments  # (imports torch: only when run, never on import)
 
     add_model_arguments(parser)
@@ -258,8 +262,12 @@ def main(argv=None) -> None:
     models = {kind: engine.models(kind) for kind in ("diffusion", "autoregressive")}
     uses_hub = any(len(m) > 1 for m in models.values())
     # The examples are the embedded models' own prompts: computed ahead only when those paint them.
+    from playground import live
+
+    workers = 2 * live.GENERATE_CONCURRENCY if args.workers < 0 else args.workers
     demo = build_demo(engine_loader=lambda: engine, cache_examples=not uses_hub,
-                      models=models, problems=engine.problems)
+                      models=models, problems=engine.problems, workers=workers)
+    demo.playground.warm_up()  # the sampler workers load the models before the page opens
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, css=CSS)
 
 

@@ -52,6 +52,7 @@ from .frames import upscale
 from .settings import MAX_SEED, EditSettings, GenerationSettings, SettingsError, validate_prompt
 from .shapes import normalize_prompt, unknown_words
 from .text import MAX_PROMPT_CHARS
+from .workers import SamplerWorker, Track, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -125,73 +126,30 @@ class EngineHolder:
 # ----------------------------------------------------------------------------- runs
 
 
-@dataclass
-class Track:
-    """One sampler's run: its frames so far and the compute time spent to reach each."""
-
-    kind: str  # "diffusion" | "autoregressive"
-    generator: Iterator
-    frames: list = field(default_factory=list)
-    compute_ms: list[float] = field(default_factory=list)  # cumulative, one per frame
-    compute_cpu_s: float = 0.0  # the worker thread's CPU time in this sampler
-    finished: bool = False
-    shown_step: int = 0  # step of the newest frame handed to the viewer
-    shown: list = field(default_factory=list)  # the frames the viewer was sent (decoded already)
-
-    @property
-    def latest(self):
-        return self.frames[-1] if self.frames else None
-
-    @property
-    def total_compute_ms(self) -> float:
-        return self.compute_ms[-1] if self.compute_ms else 0.0
-
-    @property
-    def unshown(self) -> bool:
-        return bool(self.frames) and self.frames[-1].step > self.shown_step
-
-    def advance(self) -> None:
-        """Compute one step (one denoising step, one token)."""
-        started, cpu = time.perf_counter(), time.thread_time()
-        frame = next(self.generator, None)
-        spent = (time.perf_counter() - started) * 1000
-        self.compute_cpu_s += time.thread_time() - cpu
-        if frame is None:
-            self.finished = True
-            return
-        self.compute_ms.append(self.total_compute_ms + spent)
-        self.frames.append(frame)
-        self.finished = frame.done
-
-    def due_in(self, elapsed: float, min_seconds: float) -> float:
-        """Seconds until the next step may start, for a run paced to last at least min_seconds."""
-        if not min_seconds or not self.frames:
-            return 0.0
-        return self.frames[-1].fraction * min_seconds - elapsed
-
-    def compute_ms_at(self, frame) -> float:
-        return self.compute_ms[frame.step - 1]
-
-    @property
-    def keyframes(self) -> list:
-        """The frames to replay (filmstrip, GIF): those shown live, else all of them."""
-        if self.shown and self.frames and self.shown[-1] is not self.frames[-1]:
-            return self.shown + [self.frames[-1]]
-        return self.shown or self.frames
-
-
 class LiveRun:
     """Both runs of one Generate, computed on a worker thread and read by the viewer."""
 
     def __init__(self, engine: Engine, prompt: str, settings: GenerationSettings, run_id: str | None = None,
-                 edit: EditInput | None = None):
+                 edit: EditInput | None = None, pool: WorkerPool | None = None):
         self.id = run_id or uuid.uuid4().hex[:12]
         self.prompt = prompt
         self.settings = settings
         self.edit = edit  # the picture (and region) an edit starts from; None: generation from the prompt
         diffusion_kwargs, ar_kwargs = sampler_kwargs(settings, edit, engine.grid)
-        self.diffusion = Track("diffusion", engine.diffusion_progressive(prompt, **diffusion_kwargs))
-        self.autoregressive = Track("autoregressive", engine.autoregressive_progressive(prompt, **ar_kwargs))
+        embedded = all(engine.model_name(kind, model) == EMBEDDED for kind, model in
+                       (("diffusion", settings.diffusion_model), ("autoregressive", settings.autoregressive_model)))
+        # Each sampler in its own worker process when two are free (embedded models only).
+        workers = pool.acquire(2) if pool is not None and embedded else None
+        self._workers: dict[str, tuple[SamplerWorker, dict, object]] = {}  # kind -> worker, kwargs, decoder
+        self._pool = pool
+        if workers:
+            self.diffusion, self.autoregressive = Track("diffusion", None), Track("autoregressive", None)
+            self._workers = {"diffusion": (workers[0], diffusion_kwargs, engine.diffusion.autoencoder),
+                             "autoregressive": (workers[1], ar_kwargs, engine.autoregressive.autoencoder)}
+        else:
+            self.diffusion = Track("diffusion", engine.diffusion_progressive(prompt, **diffusion_kwargs))
+            self.autoregressive = Track("autoregressive", engine.autoregressive_progressive(prompt, **ar_kwargs))
+        self._workers_lock = threading.Lock()
         self.stop = threading.Event()  # set by Stop (or a closed connection): compute halts after this step
         self.done = threading.Event()  # the worker has exited
         self.changed = threading.Condition()  # a new frame, the end, or a stop request
@@ -223,20 +181,66 @@ class LiveRun:
     def start(self, min_seconds: float | None = None) -> "LiveRun":
         """Compute on a worker thread; each run paced to last at least min_seconds (MIN_RUN_SECONDS)."""
         min_seconds = MIN_RUN_SECONDS if min_seconds is None else min_seconds
-        threading.Thread(target=self.compute, args=(min_seconds,), name=f"run-{self.id}", daemon=True).start()
+        if self._workers:
+            self.started = time.perf_counter()
+            readers = [threading.Thread(target=self._receive, args=(track, min_seconds), daemon=True,
+                                        name=f"run-{self.id}-{track.kind}") for track in self.tracks]
+            for reader in readers:
+                reader.start()
+            threading.Thread(target=self._finish_after, args=(readers,), daemon=True, name=f"run-{self.id}").start()
+        else:
+            threading.Thread(target=self.compute, args=(min_seconds,), name=f"run-{self.id}", daemon=True).start()
         return self
+
+    @property
+    def in_workers(self) -> bool:
+        """The samplers run in worker processes (else on this process's worker thread)."""
+        return bool(self._workers)
+
+    def _receive(self, track: Track, min_seconds: float) -> None:
+        """Reader thread of a track computed by a worker process: its frames, as they come."""
+        worker, kwargs, decoder = self._workers[track.kind]
+        try:
+            for frame, compute_ms, compute_cpu_s in worker.run(track.kind, self.prompt, kwargs, min_seconds):
+                frame.autoencoder = decoder  # this process's copy of the same autoencoder
+                track.receive(frame, compute_ms, compute_cpu_s)
+                with self.changed:
+                    self.changed.notify_all()
+        except BaseException as exc:  # reported to the viewer, which turns it into a message
+            self.error = exc
+            self.request_stop()  # the other sampler too
+        finally:
+            with self._workers_lock:  # from now on a Stop of this run no longer reaches the worker
+                self._workers[track.kind] = (None, kwargs, decoder)
+            self._pool.release(worker)
+
+    def _finish_after(self, readers: list[threading.Thread]) -> None:
+        for reader in readers:
+            reader.join()
+        self.ended_at = time.perf_counter()
+        self.done.set()
+        with self.changed:
+            self.changed.notify_all()
 
     def request_stop(self) -> None:
         """Stop the compute after the current step (Stop, or the page went away)."""
         if not self.stop.is_set():
             self.stop_requested_at = time.perf_counter()
         self.stop.set()
+        with self._workers_lock:
+            for worker, _, _ in self._workers.values():
+                if worker is not None:
+                    worker.stop.set()
         with self.changed:
             self.changed.notify_all()
 
     def compute(self, min_seconds: float = 0.0) -> None:
         """Advance both runs, by time share, until both are finished or stop is set. Each run
         is paced to last at least min_seconds (0: as fast as the engine goes)."""
+        if self._workers:  # computed by worker processes: wait for them
+            self.start(min_seconds)
+            self.done.wait()
+            return
         self.started = time.perf_counter()
         try:
             while not self.stop.is_set() and not self.complete:
@@ -252,7 +256,7 @@ class LiveRun:
             self.error = exc
         finally:
             for track in self.tracks:
-                track.generator.close()  # a stopped sampler lets go of its tensors now
+                track.close()
             self.ended_at = time.perf_counter()
             self.done.set()
             with self.changed:
@@ -273,8 +277,13 @@ class LiveRun:
 
     @property
     def compute_cpu_s(self) -> float:
-        """CPU time the worker has spent in the samplers so far."""
+        """CPU time spent in the samplers so far (in this process or in worker processes)."""
         return sum(t.compute_cpu_s for t in self.tracks)
+
+    @property
+    def local_compute_cpu_s(self) -> float:
+        """The part of compute_cpu_s spent in this process."""
+        return sum(t.compute_cpu_s for t in self.tracks if not t.remote)
 
     def frames_to_show(self, pacer: "Pacer") -> Iterator[list[tuple[Track, object]]]:
         """Yield [(track, its newest frame)] whenever the pacer says the page is due an update.
@@ -314,7 +323,7 @@ class Pacer:
         self.process_cpu_at_start = time.process_time()
 
     def display_cpu_s(self, run: "LiveRun") -> float:
-        return time.process_time() - self.process_cpu_at_start - run.compute_cpu_s
+        return time.process_time() - self.process_cpu_at_start - run.local_compute_cpu_s
 
     def due(self, run: "LiveRun") -> tuple[list[Track], float]:
         """The runs to show now (those with new frames), or none and how long to wait (0: none new)."""
@@ -659,8 +668,10 @@ _EDIT_DEFAULTS = EditSettings()
 class Playground:
     """The event handlers of one app: the shared engine, recent runs and each session's run."""
 
-    def __init__(self, engine_loader: Callable[[], Engine] | None = None):
+    def __init__(self, engine_loader: Callable[[], Engine] | None = None, workers: int = 0):
         self.engine = EngineHolder(engine_loader)
+        self.workers = workers  # sampler worker processes (0: the samplers run on threads)
+        self.pool: WorkerPool | None = None
         self.runs = RunStore()
         self._session_runs: OrderedDict[str, str] = OrderedDict()  # session -> its latest run id
         self._lock = threading.Lock()
@@ -669,9 +680,24 @@ class Playground:
 
     def get_engine(self) -> Engine:
         try:
-            return self.engine.get()
+            engine = self.engine.get()
         except ModelNotFoundError as exc:
             raise gr.Error(str(exc), title="Models missing") from None
+        if self.workers and self.pool is None:
+            with self._lock:
+                if self.pool is None:  # runs use threads until the workers have loaded the models
+                    self.pool = WorkerPool(engine.folder, self.workers, threads=torch_threads()).start()
+                    atexit.register(self.pool.close)
+        return engine
+
+    def warm_up(self) -> None:
+        """Load the models and start the sampler workers now, not on the first click."""
+        started = time.perf_counter()
+        self.get_engine()
+        if self.pool is not None:
+            ready = self.pool.wait_ready()
+            log.info("%d sampler workers %s in %.1f s", self.workers, "ready" if ready else "NOT ready (runs use threads)",
+                     time.perf_counter() - started)
 
     @staticmethod
     def encode_prompt(engine: Engine, prompt: str, settings: GenerationSettings):
@@ -758,7 +784,7 @@ class Playground:
         encoded = self.encode_prompt(engine, prompt, settings)
         if warning := start_warning(prompt, encoded):
             gr.Warning(warning)
-        run = LiveRun(engine, prompt, settings, edit=edit)
+        run = LiveRun(engine, prompt, settings, edit=edit, pool=self.pool)
         self.runs.add(run)
         self._remember(session_of(request), run)
         stats = RunStats(started)
@@ -891,6 +917,7 @@ class RunStats:
     both_finished_ms: float | None = None
     compute_ms: dict = field(default_factory=dict)
     cpu_ms: dict = field(default_factory=dict)
+    computed_in: str = ""  # "worker processes" | "a thread"
 
     def _now_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -907,6 +934,7 @@ class RunStats:
         # CPU, not wall time: what showing the runs cost, whatever else the machine was doing.
         self.cpu_ms = {"samplers": round(run.compute_cpu_s * 1000, 1),
                        "everything_else": round(pacer.display_cpu_s(run) * 1000, 1)}
+        self.computed_in = "worker processes" if run.in_workers else "a thread"
 
     def as_dict(self) -> dict:
         rounded = lambda d: {k: round(v, 1) for k, v in d.items()}  # noqa: E731
@@ -917,6 +945,7 @@ class RunStats:
             "compute_ms": self.compute_ms,
             "cpu_ms": self.cpu_ms,
             "updates": self.updates,
+            "computed_in": self.computed_in,
         }
 
 

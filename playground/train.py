@@ -46,6 +46,12 @@ def lr_at(step: int, total: int, peak: float, warmup: int = 100, floor: float = 
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def step_rngs(seed: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
+    """The random streams of one optimisation step, derived from (seed, step): a resumed run
+    draws the same batches and noise as an unbroken one, not the first steps' again."""
+    return np.random.default_rng((seed, step)), torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
 class Checkpointer:
     """Saves and restores {model(s), optimizer, step, losses} under runs/<stage>/."""
 
@@ -118,10 +124,10 @@ def train_autoencoder(args) -> None:
     opt = torch.optim.AdamW(vq.parameters(), lr=args.ae_lr, weight_decay=0.0, betas=(0.9, 0.99))
     ckpt = Checkpointer("autoencoder", {"vq": vq}, opt)
     usage = torch.zeros(vq.config.num_vq_embeddings)
-    rng = np.random.default_rng(args.seed + 1)
     vq.train()
 
     def step_fn(step: int) -> float:
+        rng, _ = step_rngs(args.seed + 1, step)
         x = images_to_tensor(images[rng.integers(len(images), size=args.ae_batch)])  # (B, 3, 64, 64)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             h = vq.encode(x).latents  # (B, C, 16, 16)
@@ -179,11 +185,11 @@ def train_decoder(args) -> None:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(trainable, lr=args.decoder_lr, weight_decay=0.0, betas=(0.9, 0.99))
     ckpt = Checkpointer("decoder", {"vq": vq}, opt)
-    rng = np.random.default_rng(args.seed + 4)
     vq.eval()
     vq.decoder.train()
 
     def step_fn(step: int) -> float:
+        rng, _ = step_rngs(args.seed + 4, step)
         x = images_to_tensor(images[rng.integers(len(images), size=args.decoder_batch)])  # (B, 3, 64, 64)
         with torch.no_grad():
             quant, _, _ = vq.quantize(vq.encode(x).latents)  # (B, C, 16, 16)
@@ -252,12 +258,11 @@ def train_diffusion(args) -> None:
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.diffusion_lr, weight_decay=0.01)
     ckpt = Checkpointer("diffusion", {"unet": unet, "text_encoder": text_encoder}, opt)
-    rng = np.random.default_rng(args.seed + 2)
-    gen = torch.Generator().manual_seed(args.seed + 2)
     alphas = sched.alphas_cumprod
     unet.train(), text_encoder.train()
 
     def step_fn(step: int) -> float:
+        rng, gen = step_rngs(args.seed + 2, step)
         idx = rng.integers(len(latents), size=args.diffusion_batch)
         x0 = latents[idx]  # (B, C, g, g)
         ids = torch.tensor([pe(c).input_ids for c in training_captions([scenes[i] for i in idx], rng)])  # (B, T)
@@ -302,10 +307,10 @@ def train_autoregressive(args) -> None:
         lm = build_transformer(AutoregressiveConfig(), pe.vocab_size, vq_config["num_vq_embeddings"], grid, pe.pad_id, pe.bos_id)
     opt = torch.optim.AdamW(lm.parameters(), lr=args.ar_lr, weight_decay=0.01, betas=(0.9, 0.95))
     ckpt = Checkpointer("autoregressive", {"transformer": lm}, opt)
-    rng = np.random.default_rng(args.seed + 3)
     lm.train()
 
     def step_fn(step: int) -> float:
+        rng, _ = step_rngs(args.seed + 3, step)
         idx = rng.integers(len(codes), size=args.ar_batch)
         ids = torch.tensor([pe(c).input_ids for c in training_captions([scenes[i] for i in idx], rng)])  # (B, P)
         input_ids, labels = training_sequences(ids, codes[idx], lm.config)  # (B, T)

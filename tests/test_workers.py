@@ -1,0 +1,91 @@
+"""The samplers in worker processes (playground/workers.py): the same frames and pictures as
+on a thread, Stop reaches them, a busy pool falls back to threads, and a worker that dies or
+fails is reported as a message and replaced. Tiny random models; two spawned workers."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from playground import live
+from playground.settings import GenerationSettings
+from playground.workers import WorkerError, WorkerPool
+
+PROMPT = "a large red circle on the left on a blue background"
+
+
+@pytest.fixture(scope="module")
+def pool(tiny_assets):
+    pool = WorkerPool(tiny_assets, size=2).start()
+    assert pool.wait_ready(timeout=300), "the workers did not load the tiny models"
+    yield pool
+    pool.close()
+
+
+def finished_run(engine, pool, seed=3, min_seconds=0.0) -> live.LiveRun:
+    run = live.LiveRun(engine, PROMPT, GenerationSettings(seed=seed), pool=pool).start(min_seconds)
+    assert run.done.wait(timeout=120), "the run did not finish"
+    return run
+
+
+def test_workers_give_the_same_frames_and_pictures_as_a_thread(tiny_engine, pool):
+    remote = finished_run(tiny_engine, pool)
+    local = finished_run(tiny_engine, None)
+    assert remote.in_workers and not local.in_workers
+    assert remote.error is None and remote.complete
+    for r, t in zip(remote.tracks, local.tracks):
+        assert [f.step for f in r.frames] == [f.step for f in t.frames]
+        np.testing.assert_array_equal(r.latest.image(), t.latest.image())
+        assert r.frames[-1].autoencoder is not None  # re-attached: the page decodes them
+    # The samplers' CPU was spent elsewhere: none of it is this process's.
+    assert remote.compute_cpu_s > 0 and remote.local_compute_cpu_s == 0
+    assert pool.wait_ready(2, timeout=10), "the workers were not given back"
+
+
+def test_stop_reaches_the_workers(tiny_engine, pool):
+    run = live.LiveRun(tiny_engine, PROMPT, GenerationSettings(seed=1), pool=pool).start(min_seconds=60)
+    with run.changed:
+        run.changed.wait_for(lambda: all(t.frames for t in run.tracks), timeout=30)
+    run.request_stop()
+    assert run.done.wait(timeout=5), "a stopped run did not end"
+    assert run.error is None and not run.complete
+    assert all(t.latest.step < t.latest.total for t in run.tracks)
+    assert pool.wait_ready(2, timeout=10)
+
+
+def test_a_busy_pool_leaves_the_run_on_a_thread(tiny_engine, pool):
+    assert pool.wait_ready(2, timeout=10)
+    taken = pool.acquire(2)
+    try:
+        assert pool.acquire(1) is None
+        run = finished_run(tiny_engine, pool)
+        assert not run.in_workers and run.complete and run.error is None
+    finally:
+        for worker in taken:
+            pool.release(worker)
+
+
+def test_a_sampler_error_in_a_worker_becomes_a_message(pool):
+    assert pool.wait_ready(1, timeout=10)
+    (worker,) = pool.acquire(1)
+    try:
+        with pytest.raises(WorkerError, match="scheduler"):
+            list(worker.run("diffusion", PROMPT, {"scheduler": "no-such-scheduler"}))
+        # The worker is still serving: the next job runs.
+        frames = list(worker.run("autoregressive", PROMPT, {"seed": 0}))
+        assert frames and frames[-1][0].done
+    finally:
+        pool.release(worker)
+
+
+def test_a_worker_that_dies_is_reported_and_replaced(tiny_engine, pool):
+    run = live.LiveRun(tiny_engine, PROMPT, GenerationSettings(seed=2), pool=pool).start(min_seconds=60)
+    with run.changed:
+        run.changed.wait_for(lambda: run.diffusion.frames, timeout=30)
+    worker = run._workers["diffusion"][0]
+    os.kill(worker.process.pid, signal.SIGKILL)
+    assert run.done.wait(timeout=10), "the run hung on a dead worker"
+    assert isinstance(run.error, WorkerError) and "exited" in str(run.error)
+    assert pool.wait_ready(2, timeout=300), "the dead worker was not replaced"
+    assert finished_run(tiny_engine, pool).in_workers
