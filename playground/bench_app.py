@@ -8,7 +8,10 @@
    with gradio_client, as a browser would: time from submit to the first picture and to both
    final pictures (client side), and the app's own timings (server side, from the run's
    timing output; they start when the request handler starts).
-3. The streaming overhead: both runs finished in the app versus the engine alone.
+3. The streaming overhead: both runs finished in the app versus the engine alone, and versus
+   the two samplers in two worker processes with no page (how the app runs them).
+
+    python -m playground.bench_app --workers 0    # the samplers on a thread of the app, as before
 
 Run it on an otherwise idle machine: other busy processes make every figure noisy.
 """
@@ -64,8 +67,56 @@ def engine_alone(assets: str | None, prompt: str, repeats: int) -> tuple[float, 
     return min(once() for _ in range(repeats))
 
 
-def start_app(assets: str | None, port: int, log) -> subprocess.Popen:
+def engine_in_workers(assets: str | None, prompt: str, repeats: int) -> float:
+    """Seconds for both samplers at once, each in its own worker process (as the app runs
+    them, without the page), and their final pictures decoded here; best of `repeats`."""
+    import threading
+
+    from playground import live
+    from playground.engine import load_engine
+    from playground.settings import GenerationSettings
+    from playground.workers import WorkerPool
+
+    engine = load_engine(assets)
+    settings = GenerationSettings()
+    kwargs = {"diffusion": settings.diffusion_kwargs(), "autoregressive": settings.autoregressive_kwargs()}
+    decoders = {"diffusion": engine.diffusion.autoencoder, "autoregressive": engine.autoregressive.autoencoder}
+    pool = WorkerPool(engine.folder, 2, threads=live.torch_threads()).start()
+    try:
+        if not pool.wait_ready():
+            raise RuntimeError("the sampler workers did not start")
+
+        def once() -> float:
+            workers = dict(zip(kwargs, pool.acquire(2)))
+            finals = {}
+
+            def run(kind):
+                for frame, _, _ in workers[kind].run(kind, prompt, kwargs[kind]):
+                    finals[kind] = frame
+
+            started = time.perf_counter()
+            threads = [threading.Thread(target=run, args=(kind,)) for kind in kwargs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            for kind, frame in finals.items():
+                frame.autoencoder = decoders[kind]
+                frame.image()
+            seconds = time.perf_counter() - started
+            for worker in workers.values():
+                pool.release(worker)
+            return seconds
+
+        once()
+        return min(once() for _ in range(repeats))
+    finally:
+        pool.close()
+
+
+def start_app(assets: str | None, port: int, log, workers: int | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "app.py", "--port", str(port)] + (["--assets", assets] if assets else [])
+    cmd += [] if workers is None else ["--workers", str(workers)]
     env = {**os.environ, **QUIET_ENV}
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -126,7 +177,7 @@ def median(values) -> float:
     return statistics.median(values)
 
 
-def report(runs: list[dict], engine_s: float, engine_cpu_s: float) -> None:
+def report(runs: list[dict], engine_s: float, engine_cpu_s: float, workers_s: float | None = None) -> None:
     server_first = [min(r["server"]["first_frame_ms"].values()) for r in runs]
     server_both = [r["server"]["both_finished_ms"] for r in runs]
     compute = [sum(r["server"]["compute_ms"].values()) for r in runs]
@@ -140,6 +191,8 @@ def report(runs: list[dict], engine_s: float, engine_cpu_s: float) -> None:
         ("compute inside the app (both samplers' own steps)", median(compute)),
         ("engine alone (both samplers + final pictures)", engine_ms),
     ]
+    if workers_s is not None:
+        rows.append(("engine alone, the two samplers in two worker processes", workers_s * 1000))
     print(f"\nmedians of {len(runs)} runs, milliseconds")
     for name, value in rows:
         print(f"  {name:<58} {value:8.0f}")
@@ -148,6 +201,9 @@ def report(runs: list[dict], engine_s: float, engine_cpu_s: float) -> None:
     print("\nstreaming overhead over the engine alone (wall clock)")
     print(f"  server side: {median(server_both) / engine_ms - 1:+.0%}   client side: "
           f"{median(r['both_done_ms'] for r in runs) / engine_ms - 1:+.0%}")
+    if workers_s is not None:
+        print(f"  over the two worker processes alone: server side {median(server_both) / (workers_s * 1000) - 1:+.0%}")
+    print(f"  the app computed the samplers in: {', '.join(sorted({r['server'].get('computed_in', '?') for r in runs}))}")
     samplers = median(r["server"]["cpu_ms"]["samplers"] for r in runs)
     other = median(r["server"]["cpu_ms"]["everything_else"] for r in runs)
     print("CPU time (not disturbed by other busy processes, unlike the wall clock)")
@@ -166,12 +222,19 @@ def main(argv=None) -> None:
     parser.add_argument("--assets", default=os.environ.get("PLAYGROUND_ASSETS"), help="model folder (default: assets/)")
     parser.add_argument("--prompt", default="a large red circle on the left on a yellow background")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="app.py --workers (default: the app's own default; 0: samplers on threads)")
     args = parser.parse_args(argv)
     os.environ.update(QUIET_ENV)
 
     print("engine alone ...", flush=True)
     engine_s, engine_cpu_s = engine_alone(args.assets, args.prompt, args.repeats)
     print(f"  {engine_s * 1000:.0f} ms")
+    workers_s = None
+    if args.workers != 0:
+        print("engine alone in two worker processes ...", flush=True)
+        workers_s = engine_in_workers(args.assets, args.prompt, args.repeats)
+        print(f"  {workers_s * 1000:.0f} ms")
 
     from gradio_client import Client
 
@@ -180,7 +243,7 @@ def main(argv=None) -> None:
     port = free_port()
     print(f"starting app.py on port {port} (caches its examples first) ...", flush=True)
     with tempfile.TemporaryFile() as log:
-        app = start_app(args.assets, port, log)
+        app = start_app(args.assets, port, log, args.workers)
         try:
             wait_until_serving(app, port, log)
             client = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False)
@@ -193,7 +256,7 @@ def main(argv=None) -> None:
         finally:
             app.terminate()
             app.wait(timeout=30)
-    report(runs, engine_s, engine_cpu_s)
+    report(runs, engine_s, engine_cpu_s, workers_s)
     print(f"\none more /generate followed by /downloads (GIFs, strip): {downloads_ms:.0f} ms")
 
 
