@@ -89,3 +89,47 @@ def test_a_worker_that_dies_is_reported_and_replaced(tiny_engine, pool):
     assert isinstance(run.error, WorkerError) and "exited" in str(run.error)
     assert pool.wait_ready(2, timeout=300), "the dead worker was not replaced"
     assert finished_run(tiny_engine, pool).in_workers
+
+
+@pytest.fixture(scope="module")
+def app_with_workers(tiny_engine, pool):
+    """app.py's page computing in two worker processes (its own pool, started by warm_up)."""
+    import app
+
+    demo = app.build_demo(engine_loader=lambda: tiny_engine, cache_examples=False, workers=2)
+    demo.playground.warm_up()
+    assert demo.playground.pool.wait_ready(timeout=300)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    yield demo, url
+    demo.close()
+    demo.playground.pool.close()
+
+
+def test_the_page_streams_from_workers_and_stops_them(app_with_workers, monkeypatch):
+    from gradio_client import Client
+
+    demo, url = app_with_workers
+    client = Client(url, verbose=False, analytics_enabled=False)
+    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 2.5)  # read by the page's process, sent with each job
+    job = client.submit(prompt=PROMPT, seed=0, api_name="/generate")
+    updates = list(job)
+    final = job.result()
+    stats = final[live.OUTPUTS.index("stats")]
+    assert stats["computed_in"] == "worker processes"
+    # Several pictures of each run before the end (test_app counts them against the target).
+    assert sum(isinstance(u[0], str) for u in updates[:-1]) >= 5
+    assert sum(isinstance(u[1], str) for u in updates[:-1]) >= 5
+    assert final[live.OUTPUTS.index("ar_status")].startswith("✓ done · token 256/256")
+
+    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 10.0)
+    job = client.submit(prompt="a green square", seed=1, api_name="/generate")
+    for n, _ in enumerate(job):
+        if n == 3:
+            break
+    run = demo.playground.runs.latest()
+    assert run.in_workers
+    client.predict(api_name="/stop")
+    job.cancel()
+    assert run.done.wait(timeout=2)
+    assert run.ended_at - run.stop_requested_at < 0.5, "the workers went on for more than 0.5 s"
+    assert not run.complete
