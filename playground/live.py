@@ -136,19 +136,16 @@ class LiveRun:
         self.settings = settings
         self.edit = edit  # the picture (and region) an edit starts from; None: generation from the prompt
         diffusion_kwargs, ar_kwargs = sampler_kwargs(settings, edit, engine.grid)
+        # (A generator runs no code before its first step: making both costs nothing.)
+        self.diffusion = Track("diffusion", engine.diffusion_progressive(prompt, **diffusion_kwargs))
+        self.autoregressive = Track("autoregressive", engine.autoregressive_progressive(prompt, **ar_kwargs))
+        # start() hands each sampler to its own worker process when two are free (embedded models only).
         embedded = all(engine.model_name(kind, model) == EMBEDDED for kind, model in
                        (("diffusion", settings.diffusion_model), ("autoregressive", settings.autoregressive_model)))
-        # Each sampler in its own worker process when two are free (embedded models only).
-        workers = pool.acquire(2) if pool is not None and embedded else None
-        self._workers: dict[str, tuple[SamplerWorker, dict, object]] = {}  # kind -> worker, kwargs, decoder
-        self._pool = pool
-        if workers:
-            self.diffusion, self.autoregressive = Track("diffusion", None), Track("autoregressive", None)
-            self._workers = {"diffusion": (workers[0], diffusion_kwargs, engine.diffusion.autoencoder),
-                             "autoregressive": (workers[1], ar_kwargs, engine.autoregressive.autoencoder)}
-        else:
-            self.diffusion = Track("diffusion", engine.diffusion_progressive(prompt, **diffusion_kwargs))
-            self.autoregressive = Track("autoregressive", engine.autoregressive_progressive(prompt, **ar_kwargs))
+        self._pool = pool if embedded else None
+        self._jobs = {"diffusion": (diffusion_kwargs, engine.diffusion.autoencoder),
+                      "autoregressive": (ar_kwargs, engine.autoregressive.autoencoder)}  # kind -> kwargs, decoder
+        self._workers: dict[str, SamplerWorker | None] = {}  # kind -> the worker computing it (None once ended)
         self._workers_lock = threading.Lock()
         self.stop = threading.Event()  # set by Stop (or a closed connection): compute halts after this step
         self.done = threading.Event()  # the worker has exited
@@ -181,7 +178,12 @@ class LiveRun:
     def start(self, min_seconds: float | None = None) -> "LiveRun":
         """Compute on a worker thread; each run paced to last at least min_seconds (MIN_RUN_SECONDS)."""
         min_seconds = MIN_RUN_SECONDS if min_seconds is None else min_seconds
-        if self._workers:
+        workers = self._pool.acquire(2) if self._pool is not None else None
+        if workers:
+            for track, worker in zip(self.tracks, workers):
+                track.close()  # never started: the worker computes it instead
+                track.generator = None
+                self._workers[track.kind] = worker
             self.started = time.perf_counter()
             readers = [threading.Thread(target=self._receive, args=(track, min_seconds), daemon=True,
                                         name=f"run-{self.id}-{track.kind}") for track in self.tracks]
@@ -199,7 +201,8 @@ class LiveRun:
 
     def _receive(self, track: Track, min_seconds: float) -> None:
         """Reader thread of a track computed by a worker process: its frames, as they come."""
-        worker, kwargs, decoder = self._workers[track.kind]
+        worker = self._workers[track.kind]
+        kwargs, decoder = self._jobs[track.kind]
         try:
             for frame, compute_ms, compute_cpu_s in worker.run(track.kind, self.prompt, kwargs, min_seconds):
                 frame.autoencoder = decoder  # this process's copy of the same autoencoder
@@ -211,7 +214,7 @@ class LiveRun:
             self.request_stop()  # the other sampler too
         finally:
             with self._workers_lock:  # from now on a Stop of this run no longer reaches the worker
-                self._workers[track.kind] = (None, kwargs, decoder)
+                self._workers[track.kind] = None
             self._pool.release(worker)
 
     def _finish_after(self, readers: list[threading.Thread]) -> None:
@@ -228,7 +231,7 @@ class LiveRun:
             self.stop_requested_at = time.perf_counter()
         self.stop.set()
         with self._workers_lock:
-            for worker, _, _ in self._workers.values():
+            for worker in self._workers.values():
                 if worker is not None:
                     worker.stop.set()
         with self.changed:
@@ -237,10 +240,6 @@ class LiveRun:
     def compute(self, min_seconds: float = 0.0) -> None:
         """Advance both runs, by time share, until both are finished or stop is set. Each run
         is paced to last at least min_seconds (0: as fast as the engine goes)."""
-        if self._workers:  # computed by worker processes: wait for them
-            self.start(min_seconds)
-            self.done.wait()
-            return
         self.started = time.perf_counter()
         try:
             while not self.stop.is_set() and not self.complete:

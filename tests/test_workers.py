@@ -83,7 +83,7 @@ def test_a_worker_that_dies_is_reported_and_replaced(tiny_engine, pool):
     run = live.LiveRun(tiny_engine, PROMPT, GenerationSettings(seed=2), pool=pool).start(min_seconds=60)
     with run.changed:
         run.changed.wait_for(lambda: run.diffusion.frames, timeout=30)
-    worker = run._workers["diffusion"][0]
+    worker = run._workers["diffusion"]
     os.kill(worker.process.pid, signal.SIGKILL)
     assert run.done.wait(timeout=10), "the run hung on a dead worker"
     assert isinstance(run.error, WorkerError) and "exited" in str(run.error)
