@@ -134,6 +134,28 @@ def wait_until_serving(app: subprocess.Popen, port: int, log, timeout: float = 3
     raise TimeoutError("app.py did not start serving")
 
 
+def wait_until_idle(pid: int, quiet_s: float = 2.0, busy_share: float = 0.05, timeout: float = 600) -> float:
+    """Wait until a process uses under `busy_share` of a core for `quiet_s` in a row (app.py
+    caches its examples in the background after it starts serving); seconds waited. Linux only
+    (/proc); elsewhere returns at once."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu_s() -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        before = cpu_s()
+        time.sleep(quiet_s)
+        if cpu_s() - before < busy_share * quiet_s:
+            break
+    return time.perf_counter() - started
+
+
 def has_picture(value) -> bool:
     return isinstance(value, (str, dict)) and not (isinstance(value, dict) and value.get("__type__") == "update")
 
@@ -246,6 +268,7 @@ def main(argv=None) -> None:
         app = start_app(args.assets, port, log, args.workers)
         try:
             wait_until_serving(app, port, log)
+            print(f"  waited {wait_until_idle(app.pid):.0f} s for the app to finish caching its examples", flush=True)
             client = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False)
             one_generate(client, args.prompt, seed=0)  # warm-up
             runs = [one_generate(client, args.prompt, seed=i) for i in range(args.repeats)]

@@ -829,8 +829,8 @@ class Playground:
     def generate_example(self, prompt: str, seed: float):
         """Everything an example shows, downloads included (for caching: computed without streaming)."""
         prompt, settings = parse_settings(prompt, seed, **{k: v for k, v in _DEFAULTS.as_dict().items() if k != "seed"})
-        run = LiveRun(self.get_engine(), prompt, settings)
-        run.compute()
+        run = LiveRun(self.get_engine(), prompt, settings, pool=self.pool)
+        run.start(min_seconds=0).done.wait()  # in worker processes when free: the page stays responsive
         self.runs.add(run)
         values = {**self.final_outputs(run), "downloads": self.run_downloads(run)}
         return ordered(self.files(run).convert(values), EXAMPLE_OUTPUTS)
@@ -885,8 +885,8 @@ class Playground:
         except (ValueError, KeyError, TypeError, OSError) as exc:  # SettingsError is a ValueError
             raise gr.Error(f"Cannot find that run: {exc}") from None
         if run is None:
-            run = LiveRun(self.get_engine(), prompt, settings, run_id=key["id"], edit=edit)
-            run.compute()
+            run = LiveRun(self.get_engine(), prompt, settings, run_id=key["id"], edit=edit, pool=self.pool)
+            run.start(min_seconds=0).done.wait()
             self.runs.add(run)
         return run
 
