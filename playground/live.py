@@ -180,10 +180,13 @@ class LiveRun:
         min_seconds = MIN_RUN_SECONDS if min_seconds is None else min_seconds
         workers = self._pool.acquire(2) if self._pool is not None else None
         if workers:
-            for track, worker in zip(self.tracks, workers):
-                track.close()  # never started: the worker computes it instead
-                track.generator = None
-                self._workers[track.kind] = worker
+            with self._workers_lock:
+                for track, worker in zip(self.tracks, workers):
+                    track.close()  # never started: the worker computes it instead
+                    track.generator = None
+                    self._workers[track.kind] = worker
+                    if self.stop.is_set():  # stopped before it started
+                        worker.stop.set()
             self.started = time.perf_counter()
             readers = [threading.Thread(target=self._receive, args=(track, min_seconds), daemon=True,
                                         name=f"run-{self.id}-{track.kind}") for track in self.tracks]

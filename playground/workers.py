@@ -240,7 +240,6 @@ class SamplerWorker:
     def run(self, kind: str, prompt: str, kwargs: dict, min_seconds: float = 0.0) -> Iterator[tuple]:
         """Run one sampler; yields (frame without decoder, compute ms, compute CPU s) per step.
         Raises WorkerError when the sampler failed or the process died."""
-        self.stop.clear()  # before the job is queued: a stop from now on is this run's
         self.jobs.put(pickle.dumps((kind, prompt, kwargs, min_seconds)))
         while True:
             try:
@@ -326,7 +325,9 @@ class WorkerPool:
             if len(self._free) < count:
                 return None
             taken, self._free = self._free[:count], self._free[count:]
-            return taken
+        for worker in taken:
+            worker.stop.clear()  # a stop from now on is the new holder's
+        return taken
 
     def release(self, worker: SamplerWorker) -> None:
         """Give a worker back after its run (a dead one is replaced instead)."""

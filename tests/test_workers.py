@@ -133,3 +133,13 @@ def test_the_page_streams_from_workers_and_stops_them(app_with_workers, monkeypa
     assert run.done.wait(timeout=2)
     assert run.ended_at - run.stop_requested_at < 0.5, "the workers went on for more than 0.5 s"
     assert not run.complete
+
+
+def test_a_run_stopped_before_it_starts_computes_nothing(tiny_engine, pool):
+    assert pool.wait_ready(2, timeout=60)
+    run = live.LiveRun(tiny_engine, PROMPT, GenerationSettings(seed=4), pool=pool)
+    run.request_stop()
+    run.start(min_seconds=60)
+    assert run.done.wait(timeout=10)
+    assert run.in_workers and not run.complete
+    assert all(len(t.frames) == 0 for t in run.tracks)
