@@ -68,45 +68,28 @@ def engine_alone(assets: str | None, prompt: str, repeats: int) -> tuple[float, 
 
 
 def engine_in_workers(assets: str | None, prompt: str, repeats: int) -> float:
-    """Seconds for both samplers at once, each in its own worker process (as the app runs
-    them, without the page), and their final pictures decoded here; best of `repeats`."""
-    import threading
-
+    """Seconds for both samplers at once, each in its own worker process (a LiveRun as the app
+    starts it, with no page), and their final pictures decoded here; best of `repeats`."""
     from playground import live
     from playground.engine import load_engine
     from playground.settings import GenerationSettings
     from playground.workers import WorkerPool
 
     engine = load_engine(assets)
-    settings = GenerationSettings()
-    kwargs = {"diffusion": settings.diffusion_kwargs(), "autoregressive": settings.autoregressive_kwargs()}
-    decoders = {"diffusion": engine.diffusion.autoencoder, "autoregressive": engine.autoregressive.autoencoder}
     pool = WorkerPool(engine.folder, 2, threads=live.torch_threads()).start()
     try:
         if not pool.wait_ready():
             raise RuntimeError("the sampler workers did not start")
 
         def once() -> float:
-            workers = dict(zip(kwargs, pool.acquire(2)))
-            finals = {}
-
-            def run(kind):
-                for frame, _, _ in workers[kind].run(kind, prompt, kwargs[kind]):
-                    finals[kind] = frame
-
             started = time.perf_counter()
-            threads = [threading.Thread(target=run, args=(kind,)) for kind in kwargs]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            for kind, frame in finals.items():
-                frame.autoencoder = decoders[kind]
-                frame.image()
-            seconds = time.perf_counter() - started
-            for worker in workers.values():
-                pool.release(worker)
-            return seconds
+            run = live.LiveRun(engine, prompt, GenerationSettings(), pool=pool).start(min_seconds=0)
+            run.done.wait()
+            if run.error is not None or not run.in_workers:
+                raise RuntimeError(f"the run did not complete in the workers: {run.error}")
+            for track in run.tracks:
+                track.latest.image()
+            return time.perf_counter() - started
 
         once()
         return min(once() for _ in range(repeats))

@@ -81,16 +81,17 @@ class Track:
     def unshown(self) -> bool:
         return bool(self.frames) and self.frames[-1].step > self.shown_step
 
-    def advance(self) -> None:
-        """Compute one step (one denoising step, one token)."""
+    def advance(self):
+        """Compute one step (one denoising step, one token); its frame, None past the end."""
         started, cpu = time.perf_counter(), time.thread_time()
         frame = next(self.generator, None)
         spent = (time.perf_counter() - started) * 1000
         self.compute_cpu_s += time.thread_time() - cpu
         if frame is None:
             self.finished = True
-            return
+            return None
         self.receive(frame, self.total_compute_ms + spent, self.compute_cpu_s)
+        return frame
 
     def receive(self, frame, compute_ms: float, compute_cpu_s: float) -> None:
         """Add a frame computed elsewhere (or just now), with the totals reached at it."""
@@ -143,15 +144,14 @@ class StopFlag:
 
 def run_track(track: Track, stop: StopFlag, min_seconds: float, on_frame) -> None:
     """Advance one track to its end, or until `stop` is set, paced to last at least
-    min_seconds; `on_frame(track)` after every step. (A worker's whole job.)"""
+    min_seconds; `on_frame(track)` after every step that made a frame. (A worker's whole job.)"""
     started = time.perf_counter()
     while not stop.is_set() and not track.finished:
         wait = track.due_in(time.perf_counter() - started, min_seconds)
         if wait > 0:
             time.sleep(min(wait, 0.02))  # looks at the stop flag every 20 ms
             continue
-        track.advance()
-        if track.frames:
+        if track.advance() is not None:
             on_frame(track)
 
 
@@ -168,14 +168,9 @@ def _serve(folder: str, threads: int, jobs, results, stop) -> None:
         results.put(("failed", f"{type(exc).__name__}: {exc}"))
         return
     results.put(("ready", None))
-    sent = {"step": 0}
 
     def send(track: Track) -> None:
-        frame = track.latest
-        if frame.step == sent["step"]:
-            return
-        sent["step"] = frame.step
-        light = dataclasses.replace(frame, autoencoder=None)  # the page has its own decoder
+        light = dataclasses.replace(track.latest, autoencoder=None)  # the page has its own decoder
         results.put(("frame", pickle.dumps((light, track.total_compute_ms, track.compute_cpu_s))))
 
     parent = mp.parent_process()
@@ -189,7 +184,6 @@ def _serve(folder: str, threads: int, jobs, results, stop) -> None:
         if job is None:
             return
         kind, prompt, kwargs, min_seconds = pickle.loads(job)
-        sent["step"] = 0
         error = None
         try:
             run = engine.diffusion_progressive if kind == "diffusion" else engine.autoregressive_progressive
@@ -217,7 +211,6 @@ class SamplerWorker:
         self.jobs, self.results, self.stop = ctx.Queue(), ctx.Queue(), StopFlag(ctx)
         self.process = ctx.Process(target=_serve, args=(folder, threads, self.jobs, self.results, self.stop),
                                    name="playground-sampler", daemon=True)
-        self.ready = False
 
     def start(self) -> None:
         self.process.start()
@@ -233,20 +226,20 @@ class SamplerWorker:
             if status == "failed":
                 log.warning("a sampler worker could not load the models: %s", detail)
                 return False
-            self.ready = status == "ready"
-            return self.ready
+            return status == "ready"
         return False
 
     def run(self, kind: str, prompt: str, kwargs: dict, min_seconds: float = 0.0) -> Iterator[tuple]:
         """Run one sampler; yields (frame without decoder, compute ms, compute CPU s) per step.
         Raises WorkerError when the sampler failed or the process died."""
+        # Pickled here, as the frames are in the worker: a Queue would send tensors through
+        # shared-memory files, far dearer than the few kB they hold.
         self.jobs.put(pickle.dumps((kind, prompt, kwargs, min_seconds)))
         while True:
             try:
                 status, payload = self.results.get(timeout=POLL_S)
             except queue.Empty:
                 if not self.process.is_alive():
-                    self.ready = False
                     raise WorkerError(f"the {kind} worker process exited (code {self.process.exitcode})") from None
                 continue
             if status == "frame":
