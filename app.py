@@ -237,13 +237,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default=os.environ.get("PLAYGROUND_HOST", "127.0.0.1"),
                         help="address to serve on (0.0.0.0: every network interface)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PLAYGROUND_PORT", "7860")), help="port")
+    # Numbers from the environment stay strings here: argparse converts a string default like
+    # a typed value, so a bad one ends in a one-line usage error, not a traceback.
+    parser.add_argument("--port", type=int, default=os.environ.get("PLAYGROUND_PORT", "7860"),
+                        help="port (or PLAYGROUND_PORT)")
     parser.add_argument("--assets", default=os.environ.get("PLAYGROUND_ASSETS"),
                         help="model folder (default: assets/)")
     parser.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("PLAYGROUND_WORKERS", "-1")),
+    parser.add_argument("--workers", type=int, default=os.environ.get("PLAYGROUND_WORKERS", "-1"),
                         help="processes that run the embedded models' samplers, two per Generate running at once "
-                             "(default: as many as that needs; 0: run them on threads of the page's process)")
+                             "(default: as many as that needs; 0: run them on threads of the page's process; "
+                             "or PLAYGROUND_WORKERS)")
     from playground.cli import add_model_arguments  # (imports torch: only when run, never on import)
 
     add_model_arguments(parser)
