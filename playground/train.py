@@ -12,6 +12,12 @@ Faster on 2 cores: the autoencoder and decoder stages first, then the two genera
 Each stage shows a progress bar, saves a checkpoint to runs/<stage>/ every few hundred steps
 and resumes from it when restarted (so a run can span sessions), uses fixed seeds, and writes
 its loss curve to assets/<stage>-loss.png.
+
+On a GPU the same command trains there (`--device cuda`, the default where one is found):
+batches and noise are still drawn on the CPU from the same seeds, so a checkpoint moves
+between machines and resumes on either. Bigger batches pay off there, for instance
+
+    python -m playground.train --device cuda --diffusion-batch 256 --ar-batch 128
 """
 
 from __future__ import annotations
@@ -46,6 +52,13 @@ def lr_at(step: int, total: int, peak: float, warmup: int = 100, floor: float = 
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def pick_device(name: str) -> torch.device:
+    """"auto": the GPU where there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
 def step_rngs(seed: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
     """The random streams of one optimisation step, derived from (seed, step): a resumed run
     draws the same batches and noise as an unbroken one, not the first steps' again."""
@@ -63,7 +76,7 @@ class Checkpointer:
     def resume(self) -> None:
         if not self.path.is_file():
             return
-        state = torch.load(self.path, weights_only=True)  # our own file; the safe loader anyway
+        state = torch.load(self.path, map_location="cpu", weights_only=True)  # our own file; the safe loader anyway
         for name, m in self.modules.items():
             m.load_state_dict(state["modules"][name])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -121,15 +134,17 @@ def train_autoencoder(args) -> None:
         vq = VQModel.from_pretrained(args.ae_init)
     else:
         vq = build_autoencoder(AutoencoderConfig())
+    dev = pick_device(args.device)
+    vq.to(dev)
     opt = torch.optim.AdamW(vq.parameters(), lr=args.ae_lr, weight_decay=0.0, betas=(0.9, 0.99))
     ckpt = Checkpointer("autoencoder", {"vq": vq}, opt)
-    usage = torch.zeros(vq.config.num_vq_embeddings)
+    usage = torch.zeros(vq.config.num_vq_embeddings, device=dev)
     vq.train()
 
     def step_fn(step: int) -> float:
         rng, _ = step_rngs(args.seed + 1, step)
-        x = images_to_tensor(images[rng.integers(len(images), size=args.ae_batch)])  # (B, 3, 64, 64)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = images_to_tensor(images[rng.integers(len(images), size=args.ae_batch)]).to(dev)  # (B, 3, 64, 64)
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
             h = vq.encode(x).latents  # (B, C, 16, 16)
             quant, commit, (_, _, idx) = vq.quantize(h)
             recon = vq.decode(quant, force_not_quantize=True).sample  # (B, 3, 64, 64)
@@ -137,7 +152,7 @@ def train_autoencoder(args) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        usage.index_add_(0, idx.view(-1), torch.ones(idx.numel()))
+        usage.index_add_(0, idx.view(-1), torch.ones(idx.numel(), device=dev))
         if (step + 1) % 100 == 0 and step + 1 < args.ae_steps * 0.8 and not args.ae_init:
             # Restart dead codes at encoder outputs of this batch, so the whole codebook is used.
             dead = (usage == 0).nonzero().view(-1)
@@ -149,12 +164,12 @@ def train_autoencoder(args) -> None:
         return loss.item()
 
     run_loop("autoencoder", ckpt, args.ae_steps, args.ae_lr, step_fn)
-    vq.eval()
+    vq.to("cpu").eval()
 
     # The scale that gives the diffusion model unit-variance latents, and the report.
-    test_images, _ = build_dataset(1000, seed=args.seed + 1000)
+    test_images, _ = build_dataset(args.test_size, seed=args.seed + 1000)
     with torch.no_grad():
-        lat = torch.cat([vq.encode(images_to_tensor(test_images[i : i + 200])).latents for i in range(0, 1000, 200)])
+        lat = torch.cat([vq.encode(images_to_tensor(test_images[i : i + 200])).latents for i in range(0, len(test_images), 200)])
     vq.register_to_config(scaling_factor=float(1.0 / lat.std()))
     shared = SharedAutoencoder(vq)
     recon, codes = shared.reconstruct(test_images)
@@ -183,6 +198,8 @@ def train_decoder(args) -> None:
         p.requires_grad_(False)
     for p in trainable:
         p.requires_grad_(True)
+    dev = pick_device(args.device)
+    vq.to(dev)
     opt = torch.optim.AdamW(trainable, lr=args.decoder_lr, weight_decay=0.0, betas=(0.9, 0.99))
     ckpt = Checkpointer("decoder", {"vq": vq}, opt)
     vq.eval()
@@ -190,10 +207,10 @@ def train_decoder(args) -> None:
 
     def step_fn(step: int) -> float:
         rng, _ = step_rngs(args.seed + 4, step)
-        x = images_to_tensor(images[rng.integers(len(images), size=args.decoder_batch)])  # (B, 3, 64, 64)
+        x = images_to_tensor(images[rng.integers(len(images), size=args.decoder_batch)]).to(dev)  # (B, 3, 64, 64)
         with torch.no_grad():
             quant, _, _ = vq.quantize(vq.encode(x).latents)  # (B, C, 16, 16)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
             recon = vq.decode(quant, force_not_quantize=True).sample.float()  # (B, 3, 64, 64)
         loss = reconstruction_loss(recon, x)
         opt.zero_grad(set_to_none=True)
@@ -202,8 +219,8 @@ def train_decoder(args) -> None:
         return loss.item()
 
     run_loop("decoder", ckpt, args.decoder_steps, args.decoder_lr, step_fn)
-    vq.eval()
-    test_images, _ = build_dataset(1000, seed=args.seed + 1000)
+    vq.to("cpu").eval()
+    test_images, _ = build_dataset(args.test_size, seed=args.seed + 1000)
     recon, _ = SharedAutoencoder(vq).reconstruct(test_images)
     report = json.loads((RUNS / "autoencoder" / "report.json").read_text()) if (RUNS / "autoencoder" / "report.json").is_file() else {}
     report["psnr_db_after_decoder_finetune"] = psnr(recon, test_images)
@@ -255,10 +272,12 @@ def train_diffusion(args) -> None:
     unet = build_unet(cfg, latents.shape[1], latents.shape[2])
     text_encoder = build_text_encoder(cfg, pe.vocab_size, pe.pad_id, pe.bos_id)
     sched = build_train_scheduler(cfg)
+    dev = pick_device(args.device)
+    unet.to(dev), text_encoder.to(dev)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.diffusion_lr, weight_decay=0.01)
     ckpt = Checkpointer("diffusion", {"unet": unet, "text_encoder": text_encoder}, opt)
-    alphas = sched.alphas_cumprod
+    alphas = sched.alphas_cumprod.to(dev)
     unet.train(), text_encoder.train()
 
     def step_fn(step: int) -> float:
@@ -267,7 +286,8 @@ def train_diffusion(args) -> None:
         x0 = latents[idx]  # (B, C, g, g)
         ids = torch.tensor([pe(c).input_ids for c in training_captions([scenes[i] for i in idx], rng)])  # (B, T)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)  # (B,)
-        noise = torch.randn(x0.shape, generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)  # drawn on the CPU: the same on every device
+        x0, ids, t, noise = x0.to(dev), ids.to(dev), t.to(dev), noise.to(dev)
         xt = sched.add_noise(x0, noise, t)
         context, pooled = encode_text(text_encoder, unet, ids)  # (B, T, D), (B, D)
         pred = unet(xt, t, encoder_hidden_states=context, class_labels=pooled).sample  # (B, C, g, g)
@@ -283,6 +303,7 @@ def train_diffusion(args) -> None:
         return loss.item()
 
     run_loop("diffusion", ckpt, args.diffusion_steps, args.diffusion_lr, step_fn)
+    unet.to("cpu"), text_encoder.to("cpu")
     unet.save_pretrained(ASSETS / "unet")
     text_encoder.save_pretrained(ASSETS / "text_encoder")
     sched.save_pretrained(ASSETS / "scheduler")
@@ -305,6 +326,8 @@ def train_autoregressive(args) -> None:
         lm = AutoModelForCausalLM.from_pretrained(args.ar_init, use_safetensors=True)
     else:
         lm = build_transformer(AutoregressiveConfig(), pe.vocab_size, vq_config["num_vq_embeddings"], grid, pe.pad_id, pe.bos_id)
+    dev = pick_device(args.device)
+    lm.to(dev)
     opt = torch.optim.AdamW(lm.parameters(), lr=args.ar_lr, weight_decay=0.01, betas=(0.9, 0.95))
     ckpt = Checkpointer("autoregressive", {"transformer": lm}, opt)
     lm.train()
@@ -314,8 +337,8 @@ def train_autoregressive(args) -> None:
         idx = rng.integers(len(codes), size=args.ar_batch)
         ids = torch.tensor([pe(c).input_ids for c in training_captions([scenes[i] for i in idx], rng)])  # (B, P)
         input_ids, labels = training_sequences(ids, codes[idx], lm.config)  # (B, T)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.ar_bf16)):
-            loss = lm(input_ids=input_ids, labels=labels).loss
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(args.ar_bf16)):
+            loss = lm(input_ids=input_ids.to(dev), labels=labels.to(dev)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
@@ -323,6 +346,7 @@ def train_autoregressive(args) -> None:
         return loss.item()
 
     run_loop("autoregressive", ckpt, args.ar_steps, args.ar_lr, step_fn)
+    lm.to("cpu")
     lm.save_pretrained(ASSETS / "transformer")
 
 
@@ -330,8 +354,10 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", choices=["all", "autoencoder", "decoder", "diffusion", "autoregressive"], default="all")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (the GPU where there is one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset-size", type=int, default=40000)
+    p.add_argument("--test-size", type=int, default=1000, help="held-out scenes for the autoencoder's PSNR and latent scale")
     p.add_argument("--ae-steps", type=int, default=2000)
     p.add_argument("--ae-batch", type=int, default=32)
     p.add_argument("--ae-lr", type=float, default=2e-3)
