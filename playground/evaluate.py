@@ -21,7 +21,7 @@ import torch
 from .autoencoder import psnr
 from .engine import load_engine
 from .settings import GenerationSettings
-from .shapes import caption, check, sample_scene
+from .shapes import caption, check, parse_prompt, sample_scene
 
 
 def evaluation_prompts(n: int, held_out: str, seed: int) -> list[str]:
@@ -35,6 +35,7 @@ def adherence(engine, prompts: list[str], settings: GenerationSettings, paradigm
     run = engine.diffusion_progressive if paradigm == "diffusion" else engine.autoregressive_progressive
     kwargs = settings.diffusion_kwargs() if paradigm == "diffusion" else settings.autoregressive_kwargs()
     ok, seconds, failures = 0, [], []
+    by_objects: dict[int, list[bool]] = {}  # one object or two: where the models fail
     for i, prompt in enumerate(prompts):
         t0 = time.perf_counter()
         frame = None
@@ -44,6 +45,7 @@ def adherence(engine, prompts: list[str], settings: GenerationSettings, paradigm
         seconds.append(time.perf_counter() - t0)
         result = check(image, prompt)
         ok += result.ok
+        by_objects.setdefault(len(parse_prompt(prompt).objects), []).append(result.ok)
         if not result.ok and len(failures) < 5:
             failures.append({"prompt": prompt, "reasons": result.reasons})
         if examples is not None and i < 16:
@@ -52,6 +54,7 @@ def adherence(engine, prompts: list[str], settings: GenerationSettings, paradigm
             examples.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(examples / f"{paradigm}-{i:02d}-{'ok' if result.ok else 'no'}.png")
     return {"adherence": ok / max(len(prompts), 1), "n": len(prompts),
+            "by_objects": {str(k): {"adherence": float(np.mean(v)), "n": len(v)} for k, v in sorted(by_objects.items())},
             "seconds_per_image": float(np.mean(seconds)), "failures": failures}
 
 
@@ -87,7 +90,9 @@ def main(argv=None) -> None:
                 continue
             r = adherence(engine, prompts, settings, paradigm, Path(args.examples) / name)
             report[f"{paradigm}/{name}"] = r
-            print(f"{paradigm:15s} {name:9s} adherence {r['adherence']:6.1%} of {r['n']:3d}   {r['seconds_per_image']:.2f} s/image", flush=True)
+            split = ", ".join(f"{k} object{'s' * (k != '1')} {v['adherence']:.0%} of {v['n']}" for k, v in r["by_objects"].items())
+            print(f"{paradigm:15s} {name:9s} adherence {r['adherence']:6.1%} of {r['n']:3d} ({split})   "
+                  f"{r['seconds_per_image']:.2f} s/image", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
 

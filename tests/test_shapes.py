@@ -277,3 +277,27 @@ def test_checker_wants_the_outline_not_just_the_area():
         for shape in S.SHAPES:
             assert not check(img, f"a large red {shape} in the center").ok
             assert not check(img, f"a red {shape}").ok
+
+
+def test_evaluation_counts_one_and_two_object_prompts_apart():
+    """evaluate.adherence: a stand-in engine that draws one-object prompts right (the rendered
+    scene itself) and two-object prompts wrong (a blank picture) scores 100 % and 0 %."""
+    from types import SimpleNamespace
+
+    from playground.evaluate import adherence
+    from playground.settings import GenerationSettings
+    from playground.shapes import caption, render, sample_scene
+
+    rng = np.random.default_rng(7)
+    scenes = [sample_scene(rng, num_objects=1 + i % 2) for i in range(6)]
+    truth = {caption(s): s for s in scenes}
+
+    def progressive(prompt, **kwargs):
+        scene = truth[prompt]
+        picture = render(scene) if len(scene.objects) == 1 else np.zeros((64, 64, 3), np.uint8)
+        yield SimpleNamespace(image=lambda: picture)
+
+    engine = SimpleNamespace(diffusion_progressive=progressive)
+    result = adherence(engine, list(truth), GenerationSettings(), "diffusion")
+    assert result["adherence"] == 0.5
+    assert result["by_objects"] == {"1": {"adherence": 1.0, "n": 3}, "2": {"adherence": 0.0, "n": 3}}
