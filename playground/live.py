@@ -85,8 +85,8 @@ OUTPUTS = (
     "run_key",
     "stats",
 )
-SCRUB_OUTPUTS = OUTPUTS[:6]
-RESENT = set(OUTPUTS) - {"scrub"}  # while streaming, every output but the slider goes with every update  # what the slider changes: the two panels
+SCRUB_OUTPUTS = OUTPUTS[:6]  # what the slider changes: the two panels
+RESENT = set(OUTPUTS) - {"scrub"}  # while streaming, every output but the slider goes with every update
 # Cached examples show the downloads too (for a live run they are a separate, later event).
 EXAMPLE_OUTPUTS = OUTPUTS + ("downloads",)
 
