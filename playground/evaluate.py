@@ -11,6 +11,7 @@ table and writes the figures to runs/evaluation.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ def adherence(engine, prompts: list[str], settings: GenerationSettings, paradigm
     kwargs = settings.diffusion_kwargs() if paradigm == "diffusion" else settings.autoregressive_kwargs()
     ok, seconds, failures = 0, [], []
     by_objects: dict[int, list[bool]] = {}  # one object or two: where the models fail
+    alone: list[bool] = []  # each object of a two-object prompt, checked by itself
     for i, prompt in enumerate(prompts):
         t0 = time.perf_counter()
         frame = None
@@ -45,7 +47,10 @@ def adherence(engine, prompts: list[str], settings: GenerationSettings, paradigm
         seconds.append(time.perf_counter() - t0)
         result = check(image, prompt)
         ok += result.ok
-        by_objects.setdefault(len(parse_prompt(prompt).objects), []).append(result.ok)
+        spec = parse_prompt(prompt)
+        by_objects.setdefault(len(spec.objects), []).append(result.ok)
+        if len(spec.objects) > 1:
+            alone += [check(image, dataclasses.replace(spec, objects=[o], background=None)).ok for o in spec.objects]
         if not result.ok and len(failures) < 5:
             failures.append({"prompt": prompt, "reasons": result.reasons})
         if examples is not None and i < 16:
@@ -55,6 +60,7 @@ def adherence(engine, prompts: list[str], settings: GenerationSettings, paradigm
             Image.fromarray(image).save(examples / f"{paradigm}-{i:02d}-{'ok' if result.ok else 'no'}.png")
     return {"adherence": ok / max(len(prompts), 1), "n": len(prompts),
             "by_objects": {str(k): {"adherence": float(np.mean(v)), "n": len(v)} for k, v in sorted(by_objects.items())},
+            "objects_of_two_alone": float(np.mean(alone)) if alone else None,
             "seconds_per_image": float(np.mean(seconds)), "failures": failures}
 
 
@@ -91,6 +97,8 @@ def main(argv=None) -> None:
             r = adherence(engine, prompts, settings, paradigm, Path(args.examples) / name)
             report[f"{paradigm}/{name}"] = r
             split = ", ".join(f"{k} object{'s' * (k != '1')} {v['adherence']:.0%} of {v['n']}" for k, v in r["by_objects"].items())
+            if r["objects_of_two_alone"] is not None:
+                split += f"; each of two, alone: {r['objects_of_two_alone']:.0%}"
             print(f"{paradigm:15s} {name:9s} adherence {r['adherence']:6.1%} of {r['n']:3d} ({split})   "
                   f"{r['seconds_per_image']:.2f} s/image", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

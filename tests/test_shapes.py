@@ -281,23 +281,30 @@ def test_checker_wants_the_outline_not_just_the_area():
 
 def test_evaluation_counts_one_and_two_object_prompts_apart():
     """evaluate.adherence: a stand-in engine that draws one-object prompts right (the rendered
-    scene itself) and two-object prompts wrong (a blank picture) scores 100 % and 0 %."""
+    scene itself) and of two-object prompts only the first object (on another background)
+    scores 100 % and 0 %, and half the objects of two pass when checked alone."""
+    from dataclasses import replace
     from types import SimpleNamespace
 
     from playground.evaluate import adherence
     from playground.settings import GenerationSettings
-    from playground.shapes import caption, render, sample_scene
+    from playground.shapes import COLORS, caption, render, sample_scene
 
     rng = np.random.default_rng(7)
     scenes = [sample_scene(rng, num_objects=1 + i % 2) for i in range(6)]
     truth = {caption(s): s for s in scenes}
 
     def progressive(prompt, **kwargs):
-        scene = truth[prompt]
-        picture = render(scene) if len(scene.objects) == 1 else np.zeros((64, 64, 3), np.uint8)
+        scene = truth[prompt]  # two objects: only the first drawn, on a background no prompt names
+        shown = scene if len(scene.objects) == 1 else replace(scene, objects=scene.objects[:1], background=other(scene))
+        picture = render(shown)
         yield SimpleNamespace(image=lambda: picture)
+
+    def other(scene):
+        return next(c for c in COLORS if c not in {scene.background} | {o.color for o in scene.objects})
 
     engine = SimpleNamespace(diffusion_progressive=progressive)
     result = adherence(engine, list(truth), GenerationSettings(), "diffusion")
     assert result["adherence"] == 0.5
     assert result["by_objects"] == {"1": {"adherence": 1.0, "n": 3}, "2": {"adherence": 0.0, "n": 3}}
+    assert result["objects_of_two_alone"] == 0.5  # the first object of each passes, the second does not
