@@ -1,8 +1,9 @@
 """The logic behind the playground page (app.py holds only the layout and the wiring).
 
-One press of Generate is a `LiveRun`: both samplers run on one worker thread, interleaved by
-time share (the one that has used less compute time takes the next step), so the two pictures
-grow together and neither waits for the other to finish. The browser side is `Playground.generate`,
+One press of Generate is a `LiveRun`: each sampler computes in its own worker process
+(`workers.py`) when two are free, else both run on one thread, interleaved by time share (the
+one that has used less compute time takes the next step), so the two pictures grow together
+and neither waits for the other to finish. The browser side is `Playground.generate`,
 a gradio generator: when the `Pacer` says so (at most MAX_UPDATES_PER_SECOND times a second,
 and within a CPU budget), it decodes the newest frame of each run and yields it. Frames that
 are never shown are never decoded (frames decode lazily).
@@ -86,7 +87,6 @@ OUTPUTS = (
     "stats",
 )
 SCRUB_OUTPUTS = OUTPUTS[:6]  # what the slider changes: the two panels
-RESENT = set(OUTPUTS) - {"scrub"}  # while streaming, every output but the slider goes with every update
 # Cached examples show the downloads too (for a live run they are a separate, later event).
 EXAMPLE_OUTPUTS = OUTPUTS + ("downloads",)
 
@@ -806,7 +806,7 @@ class Playground:
                 for track, frame in due:
                     values.update(files.convert(track_view(track, frame)))
                     stats.shown(track.kind, frame.done)
-                steady.update((k, v) for k, v in values.items() if k in RESENT)
+                steady.update((k, v) for k, v in values.items() if k != "scrub")
                 yield ordered(values)
             stats.finished(run, pacer)
             if warning := end_warning(encoded):
