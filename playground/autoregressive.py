@@ -60,6 +60,32 @@ def build_transformer(cfg: AutoregressiveConfig, text_vocab_size: int, codebook_
     return GPT2LMHeadModel(config)
 
 
+def grow_depth(lm: GPT2LMHeadModel, num_layers: int) -> GPT2LMHeadModel:
+    """A deeper copy of a trained GPT-2 that computes exactly the same function: new blocks are
+    spread evenly between the old ones (4 -> 6: old, old, new, old, old, new), with their
+    output projections zeroed, so each starts as the identity on the residual stream and
+    training goes on from what the smaller model knew."""
+    old = lm.config.n_layer
+    if num_layers <= old:
+        return lm
+    config = lm.config.__class__.from_dict(lm.config.to_dict())
+    config.n_layer = num_layers
+    grown = GPT2LMHeadModel(config)
+    slots = [i * num_layers // old for i in range(old)]  # where each old block goes; 4 -> 6: 0, 1, 3, 4
+    state = {k: v for k, v in lm.state_dict().items() if not k.startswith("transformer.h.")}
+    for i, slot in enumerate(slots):
+        for k, v in lm.transformer.h[i].state_dict().items():
+            state[f"transformer.h.{slot}.{k}"] = v
+    missing = grown.load_state_dict(state, strict=False).missing_keys
+    for j in set(range(num_layers)) - set(slots):
+        block = grown.transformer.h[j]
+        for proj in (block.attn.c_proj, block.mlp.c_proj):  # the residual branches start at zero
+            torch.nn.init.zeros_(proj.weight)
+            torch.nn.init.zeros_(proj.bias)
+    assert all(k.startswith("transformer.h.") or k == "lm_head.weight" for k in missing), missing
+    return grown
+
+
 def training_sequences(prompt_ids: torch.Tensor, codes: torch.Tensor, config) -> tuple[torch.Tensor, torch.Tensor]:
     """Model inputs and labels: prompt_ids (B, P), codes (B, N) -> (B, P + 1 + N) each.
     Only image codes are learned (labels are -100 on the prompt and BEGIN-IMAGE)."""

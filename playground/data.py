@@ -42,9 +42,9 @@ def scene_from_json(d: dict) -> Scene:
     return Scene(d["background"], objs)
 
 
-def training_captions(scenes: list[Scene], rng: np.random.Generator) -> list[str]:
-    """Captions for a batch: optional parts dropped at random, some left empty."""
-    return ["" if rng.random() < UNCONDITIONAL_P else caption(s, rng, drop=CAPTION_DROP) for s in scenes]
+def training_captions(scenes: list[Scene], rng: np.random.Generator, drop: float = CAPTION_DROP) -> list[str]:
+    """Captions for a batch: each optional part dropped with probability `drop`, some left empty."""
+    return ["" if rng.random() < UNCONDITIONAL_P else caption(s, rng, drop=drop) for s in scenes]
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .autoencoder import AutoencoderConfig, SharedAutoencoder, build_autoencoder, images_to_tensor, psnr
-from .autoregressive import AutoregressiveConfig, build_transformer, training_sequences
-from .data import build_dataset, training_captions
+from .autoregressive import AutoregressiveConfig, build_transformer, grow_depth, training_sequences
+from .data import CAPTION_DROP, build_dataset, training_captions
 from .diffusion import DiffusionConfig, build_text_encoder, build_train_scheduler, build_unet, encode_text
 from .plots import plot_loss_curve
 from .text import PromptEncoder, save_tokenizer
@@ -264,9 +264,20 @@ def save_tokenizer_asset() -> PromptEncoder:
 # ----------------------------------------------------------------------------- diffusion
 
 
+def object_cells(images: np.ndarray, grid: int) -> torch.Tensor:
+    """Which latent cells an object touches: pixels that differ from the picture's background
+    (its top-left corner), max-pooled to the latent grid. images (N, H, W, 3) uint8 -> (N, 1, g, g) float."""
+    fg = np.abs(images.astype(np.int16) - images[:, :1, :1].astype(np.int16)).sum(-1) > 25  # (N, H, W)
+    cells = torch.from_numpy(fg).float()[:, None]  # (N, 1, H, W)
+    return F.adaptive_max_pool2d(cells, grid)  # (N, 1, g, g)
+
+
 def train_diffusion(args) -> None:
     torch.manual_seed(args.seed)
     latents, _, scenes = load_encoded(args)
+    # Objects cover a few of the 256 cells; weighting their error keeps the model's effort on
+    # the outlines the checker looks at, not on the flat background (1 + w on object cells).
+    objects = object_cells(build_dataset(args.dataset_size, seed=args.seed)[0], latents.shape[2]) if args.diffusion_object_weight else None
     pe = save_tokenizer_asset()
     cfg = DiffusionConfig()
     unet = build_unet(cfg, latents.shape[1], latents.shape[2])
@@ -284,15 +295,17 @@ def train_diffusion(args) -> None:
         rng, gen = step_rngs(args.seed + 2, step)
         idx = rng.integers(len(latents), size=args.diffusion_batch)
         x0 = latents[idx]  # (B, C, g, g)
-        ids = torch.tensor([pe(c).input_ids for c in training_captions([scenes[i] for i in idx], rng)])  # (B, T)
+        ids = torch.tensor([pe(c).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, T)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)  # (B,)
         noise = torch.randn(x0.shape, generator=gen)  # drawn on the CPU: the same on every device
+        weight = (1 + args.diffusion_object_weight * objects[idx]).to(dev) if objects is not None else None  # (B, 1, g, g)
         x0, ids, t, noise = x0.to(dev), ids.to(dev), t.to(dev), noise.to(dev)
         xt = sched.add_noise(x0, noise, t)
         context, pooled = encode_text(text_encoder, unet, ids)  # (B, T, D), (B, D)
         pred = unet(xt, t, encoder_hidden_states=context, class_labels=pooled).sample  # (B, C, g, g)
-        if cfg.prediction_type == "v_prediction":
-            loss = F.mse_loss(pred, sched.get_velocity(x0, noise, t))  # every step, pure noise included
+        if cfg.prediction_type == "v_prediction":  # every step, pure noise included
+            err = (pred - sched.get_velocity(x0, noise, t)) ** 2  # (B, C, g, g)
+            loss = err.mean() if weight is None else (weight * err).mean() / weight.mean()
         else:  # epsilon, with min-SNR-5 weighting (not spending the model on nearly clean steps)
             snr = alphas[t] / (1 - alphas[t])
             loss = (snr.clamp(max=5.0) / snr * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
@@ -323,9 +336,9 @@ def train_autoregressive(args) -> None:
     if args.ar_init:  # continue from a saved transformer (how the shipped one was refined)
         from transformers import AutoModelForCausalLM
 
-        lm = AutoModelForCausalLM.from_pretrained(args.ar_init, use_safetensors=True)
+        lm = grow_depth(AutoModelForCausalLM.from_pretrained(args.ar_init, use_safetensors=True), args.ar_layers or 0)
     else:
-        lm = build_transformer(AutoregressiveConfig(), pe.vocab_size, vq_config["num_vq_embeddings"], grid, pe.pad_id, pe.bos_id)
+        lm = build_transformer(AutoregressiveConfig(**({"num_layers": args.ar_layers} if args.ar_layers else {})), pe.vocab_size, vq_config["num_vq_embeddings"], grid, pe.pad_id, pe.bos_id)
     dev = pick_device(args.device)
     lm.to(dev)
     opt = torch.optim.AdamW(lm.parameters(), lr=args.ar_lr, weight_decay=0.01, betas=(0.9, 0.95))
@@ -335,7 +348,7 @@ def train_autoregressive(args) -> None:
     def step_fn(step: int) -> float:
         rng, _ = step_rngs(args.seed + 3, step)
         idx = rng.integers(len(codes), size=args.ar_batch)
-        ids = torch.tensor([pe(c).input_ids for c in training_captions([scenes[i] for i in idx], rng)])  # (B, P)
+        ids = torch.tensor([pe(c).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, P)
         input_ids, labels = training_sequences(ids, codes[idx], lm.config)  # (B, T)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(args.ar_bf16)):
             loss = lm(input_ids=input_ids.to(dev), labels=labels.to(dev)).loss
@@ -357,6 +370,7 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (the GPU where there is one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset-size", type=int, default=40000)
+    p.add_argument("--caption-drop", type=float, default=CAPTION_DROP, help="chance that each optional part of a training caption is left out")
     p.add_argument("--test-size", type=int, default=1000, help="held-out scenes for the autoencoder's PSNR and latent scale")
     p.add_argument("--ae-steps", type=int, default=2000)
     p.add_argument("--ae-batch", type=int, default=32)
@@ -368,10 +382,14 @@ def main(argv=None) -> None:
     p.add_argument("--diffusion-steps", type=int, default=5000)
     p.add_argument("--diffusion-batch", type=int, default=32)
     p.add_argument("--diffusion-lr", type=float, default=1e-3)
+    p.add_argument("--diffusion-object-weight", type=float, default=0.0,
+                   help="extra loss weight on latent cells that an object touches (0: plain MSE)")
     p.add_argument("--ar-steps", type=int, default=7800)
     p.add_argument("--ar-batch", type=int, default=16)
     p.add_argument("--ar-lr", type=float, default=2e-3)
     p.add_argument("--ar-init", default=None, help="start the transformer from this saved folder")
+    p.add_argument("--ar-layers", type=int, default=None,
+                   help="transformer depth; with --ar-init, a shallower saved model is grown to it by identity blocks")
     p.add_argument("--ar-bf16", type=int, default=1, help="bfloat16 autocast (faster on these CPUs)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

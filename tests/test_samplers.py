@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from playground.autoregressive import NUM_CANDIDATES, filter_logits, training_sequences
+from playground.autoregressive import NUM_CANDIDATES, filter_logits, grow_depth, training_sequences
 from playground.diffusion import SCHEDULERS, make_scheduler, predicted_x0
 from playground.frames import UNWRITTEN, AutoregressiveFrame, DiffusionFrame
 from playground.outputs import comparison_strip, save_gif
@@ -310,6 +310,22 @@ def test_training_sequences_mask_the_prompt(tiny_engine):
 
 
 # ----------------------------------------------------------------------------- lazy decoding
+
+
+def test_grown_transformer_computes_the_same_and_then_learns(tiny_engine):
+    lm = tiny_engine.autoregressive.transformer.eval()
+    grown = grow_depth(lm, lm.config.n_layer * 2 + 1).eval()
+    assert grown.config.n_layer == lm.config.n_layer * 2 + 1
+    ids = torch.randint(0, lm.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(lm(input_ids=ids).logits, grown(input_ids=ids).logits, atol=1e-5)
+    assert grow_depth(lm, lm.config.n_layer) is lm  # nothing to grow
+    # The new blocks are not dead: their output projections get gradients.
+    grown.train()
+    grown(input_ids=ids, labels=ids).loss.backward()
+    new = [b for b in grown.transformer.h if not b.attn.c_proj.weight.detach().any()]
+    assert len(new) == lm.config.n_layer + 1
+    assert all(b.attn.c_proj.weight.grad.abs().sum() > 0 and b.mlp.c_proj.weight.grad.abs().sum() > 0 for b in new)
 
 
 def test_diffusion_frames_decode_only_when_asked(tiny_engine, count_calls):

@@ -12,7 +12,7 @@ from playground.autoencoder import psnr
 from playground import train
 from playground.data import build_dataset, scene_from_json, scene_to_json, training_captions
 from playground.plots import plot_loss_curve
-from playground.shapes import parse_prompt
+from playground.shapes import caption, parse_prompt
 
 
 @pytest.fixture
@@ -132,6 +132,22 @@ def test_dataset_cache_and_captions(tmp_path):
     for cap, scene in zip(caps, scenes * 100):
         if cap:
             assert [(o.color, o.shape) for o in parse_prompt(cap).objects] == [(o.color, o.shape) for o in scene.objects]
+    full = [c for c in training_captions(scenes * 20, rng, drop=0.0) if c]  # nothing optional left out
+    assert full and all(c in {caption(s) for s in scenes} for c in full)
+    assert all(" background" in c for c in full)
+
+
+def test_object_cells_mark_the_latent_cells_an_object_touches():
+    from playground.shapes import Scene, SceneObject, render
+
+    image = render(Scene("blue", (SceneObject("red", "square", "small", "left", (0, 0)),)))
+    cells = train.object_cells(image[None], 16)  # (1, 1, 16, 16)
+    assert cells.shape == (1, 1, 16, 16)
+    on = torch.nonzero(cells[0, 0])
+    # a 16 x 16 px square centred at (16, 32): pixels 8..23 x 24..39, cells 2..5 x 6..9 (one more at an anti-aliased edge)
+    assert 16 <= len(on) <= 36
+    assert on[:, 1].min() >= 1 and on[:, 1].max() <= 6 and on[:, 0].min() >= 5 and on[:, 0].max() <= 10
+    assert not train.object_cells(render(Scene("blue", ()))[None], 16).any()
 
 
 def test_psnr():
@@ -149,7 +165,7 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     monkeypatch.chdir(tmp_path)  # data/, runs/ and assets/ are relative to the working folder
     tiny = ["--device", "cpu", "--threads", "1", "--dataset-size", "48", "--test-size", "16", "--ae-steps", "2", "--ae-batch", "4",
             "--decoder-steps", "2", "--decoder-batch", "4", "--diffusion-steps", "2", "--diffusion-batch", "4",
-            "--ar-steps", "2", "--ar-batch", "2"]
+            "--ar-steps", "2", "--ar-batch", "2", "--diffusion-object-weight", "3", "--caption-drop", "0.1"]
     train.main(tiny)
     for folder in ("vqvae", "unet", "text_encoder", "scheduler", "transformer", "tokenizer"):
         assert any((tmp_path / "assets" / folder).iterdir()), folder
