@@ -212,8 +212,8 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                          **({"api_name": name} if name else {"api_visibility": "private"})).then(
                 pg.finish_stopped, None, outputs, api_visibility="private"
             ).then(api_visibility="private", **downloads)
-        edit_picture.change(live.mask_canvas, edit_picture, edit_mask, queue=False, show_progress="hidden",
-                            api_visibility="private")  # a new picture: the region is painted on it afresh
+        edit_picture.change(live.mask_canvas, [edit_picture, edit_mask], edit_mask, queue=False, show_progress="hidden",
+                            api_visibility="private")  # the region canvas shows the picture, the painted region kept
         for kind, button in edit_this.items():
             button.click(partial(pg.edit_this, kind), out["run_key"], [edit_picture, edit_mask, tabs],
                          api_visibility="private")

@@ -612,14 +612,21 @@ def editor_picture(value):
     return value
 
 
+def painted_layers(value) -> list[np.ndarray]:
+    """An image editor's brush layers that hold paint, as RGBA arrays (H, W, 4)."""
+    if not isinstance(value, dict):
+        return []
+    layers = [np.asarray(Image.open(x) if isinstance(x, str) else x) for x in value.get("layers") or [] if x is not None]
+    return [a for a in layers if a.ndim == 3 and a.shape[2] == 4 and a[..., 3].any()]
+
+
 def editor_mask(value):
     """The region painted in an image editor (its brush layers: painted wherever opaque) as a
     white-on-black picture; None when nothing is painted. A picture given directly is the mask."""
     if not isinstance(value, dict):
         return value
-    layers = [np.asarray(Image.open(x) if isinstance(x, str) else x) for x in value.get("layers") or [] if x is not None]
-    layers = [a for a in layers if a.ndim == 3 and a.shape[2] == 4]
-    if not layers or not any(a[..., 3].any() for a in layers):
+    layers = painted_layers(value)
+    if not layers:
         return None
     if len({a.shape for a in layers}) > 1:
         raise EditInputError("the painted layers have different sizes: paint the region on one canvas")
@@ -635,20 +642,27 @@ def parse_edit(picture, mask) -> EditInput:
         raise gr.Error(str(exc), title="Cannot edit") from None
 
 
-def mask_canvas(picture):
+def mask_canvas(picture, mask=None):
     """The region editor's canvas: the picture as the models will see it (64 x 64, shown
-    256 x 256), with nothing painted yet; None when there is no usable picture."""
+    256 x 256), with the region already painted in `mask` (the region editor's value) kept on
+    it: drawing on the picture, or a new picture, never wipes out a painted region. None when
+    there is no usable picture."""
     picture = editor_picture(picture)
     try:
         picture = None if picture is None else upscale(load_picture(picture)[0], PREVIEW_SCALE)
     except EditInputError:
         return None  # said when the picture was given
-    return None if picture is None else editor_canvas(picture)
+    if picture is None:
+        return None
+    return editor_canvas(picture, [a for a in painted_layers(mask) if a.shape[:2] == picture.shape[:2]])
 
 
-def editor_canvas(picture: np.ndarray) -> dict:
-    """An image editor's value: a picture with nothing drawn on it."""
-    return {"background": picture, "layers": [], "composite": picture}
+def editor_canvas(picture: np.ndarray, layers: list[np.ndarray] = ()) -> dict:
+    """An image editor's value: a picture (H, W, 3) with the brush layers (H, W, 4) over it."""
+    composite = Image.fromarray(picture).convert("RGBA")
+    for layer in layers:
+        composite.alpha_composite(Image.fromarray(layer))
+    return {"background": picture, "layers": list(layers), "composite": np.asarray(composite.convert("RGB"))}
 
 
 def edit_timeline(strength, num_inference_steps) -> str:

@@ -166,6 +166,24 @@ def test_editor_values_give_the_picture_and_painted_region():
     assert live.mask_canvas(None) is None
 
 
+def test_the_painted_region_stays_when_the_picture_changes():
+    """Drawing on the picture (or giving a new one) updates the region canvas's picture and
+    keeps the region painted on it: no work is lost."""
+    layer = np.zeros((256, 256, 4), dtype=np.uint8)
+    layer[100:140, 60:200] = (255, 0, 255, 255)
+    painted = {"background": np.zeros((256, 256, 3), np.uint8), "layers": [layer], "composite": None}
+    drawn_on = PICTURE.copy()
+    drawn_on[:8, :8] = (30, 30, 30)  # a stroke on the picture
+    canvas = live.mask_canvas(drawn_on, painted)
+    assert canvas["background"].shape == (256, 256, 3) and (canvas["background"][:32, :32] == 30).all()
+    assert len(canvas["layers"]) == 1 and np.array_equal(canvas["layers"][0], layer)
+    assert (canvas["composite"][100:140, 60:200] == (255, 0, 255)).all()  # the region shows on the picture
+    assert np.array_equal(canvas["composite"][:100], canvas["background"][:100])
+    assert np.array_equal(np.asarray(live.editor_mask(canvas)) > 0, layer[..., 3] > 0)
+    assert live.mask_canvas(drawn_on)["layers"] == []  # nothing painted yet
+    assert live.mask_canvas(drawn_on, {"layers": [layer[:100]]})["layers"] == []  # another canvas size: dropped
+
+
 def test_edit_settings_validate_like_the_others():
     assert EditSettings(strength="0.5", keep_rows="4").validated().keep_rows == 4
     for bad, message in ((dict(strength=0), "strength must be between 0.05 and 1.0"),
