@@ -73,6 +73,8 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
         gr.Markdown(teaching.INTRO)
         if problems:
             gr.Markdown("\n".join(f"⚠️ {p}" for p in problems), elem_id="model-problems")
+        if any(len(choices) > 1 for choices in (models or {}).values()):
+            gr.Markdown(teaching.REAL_MODELS_NOTE, elem_id="real-models-note")
         with gr.Tabs(elem_id="mode") as tabs:
             with gr.Tab("Generate", id="generate", elem_id="generate-tab"):
                 prompt, generate, stop = prompt_row("Prompt", "prompt", "Generate", "generate", "stop",

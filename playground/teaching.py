@@ -17,6 +17,13 @@ picture, on the right an **autoregressive** model writes the picture token by to
 comparable. When both are done, drag the slider to scrub back through the two runs together.
 """
 
+REAL_MODELS_NOTE = """\
+**Real models are loaded too:** a menu above a panel picks which model paints it. A real model
+paints at its own size through its own autoencoder and knows far more words than the little
+world's; the word list, the example prompts and the *16 × 16 grid* of the explanations below are
+about the embedded models.
+"""
+
 DIFFUSION_TEXT = """\
 **Diffusion.** The run starts from random noise (chosen by the seed). At every step the network
 looks at the *whole* noisy picture and predicts the noise in it; the scheduler removes part of

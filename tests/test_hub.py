@@ -172,6 +172,11 @@ def test_app_shows_model_menus_only_with_a_choice():
     menus = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None) in ("diffusion-model", "autoregressive-model")}
     assert menus["diffusion-model"].visible and not menus["autoregressive-model"].visible
     assert any("not found" in str(getattr(b, "value", "")) for b in demo.blocks.values())
+    notes = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "real-models-note"]
+    assert len(notes) == 1 and "its own autoencoder" in notes[0].value
+    embedded_only = app.build_demo(engine_loader=lambda: None, cache_examples=False,
+                                   models={"diffusion": [EMBEDDED], "autoregressive": [EMBEDDED]})
+    assert not any(getattr(b, "elem_id", None) == "real-models-note" for b in embedded_only.blocks.values())
 
 
 def test_a_configured_tiny_autoencoder_makes_the_previews(tiny_hub_models, tmp_path):
