@@ -256,14 +256,6 @@ def load_encoded(args) -> tuple[torch.Tensor, torch.Tensor, list]:
     return lat, codes, scenes
 
 
-def save_tokenizer_asset() -> PromptEncoder:
-    save_tokenizer(ASSETS / "tokenizer")
-    return PromptEncoder.from_pretrained(ASSETS / "tokenizer")
-
-
-# ----------------------------------------------------------------------------- diffusion
-
-
 def object_cells(images: np.ndarray, grid: int) -> torch.Tensor:
     """Which latent cells an object touches: pixels that differ from the picture's background
     (its top-left corner), max-pooled to the latent grid. images (N, H, W, 3) uint8 -> (N, 1, g, g) float."""
@@ -272,12 +264,25 @@ def object_cells(images: np.ndarray, grid: int) -> torch.Tensor:
     return F.adaptive_max_pool2d(cells, grid)  # (N, 1, g, g)
 
 
+def dataset_object_cells(args, grid: int) -> torch.Tensor:
+    """object_cells of the whole training set (the same scenes as load_encoded), (N, 1, g, g)."""
+    return object_cells(build_dataset(args.dataset_size, seed=args.seed)[0], grid)
+
+
+def save_tokenizer_asset() -> PromptEncoder:
+    save_tokenizer(ASSETS / "tokenizer")
+    return PromptEncoder.from_pretrained(ASSETS / "tokenizer")
+
+
+# ----------------------------------------------------------------------------- diffusion
+
+
 def train_diffusion(args) -> None:
     torch.manual_seed(args.seed)
     latents, _, scenes = load_encoded(args)
     # Objects cover a few of the 256 cells; weighting their error keeps the model's effort on
     # the outlines the checker looks at, not on the flat background (1 + w on object cells).
-    objects = object_cells(build_dataset(args.dataset_size, seed=args.seed)[0], latents.shape[2]) if args.diffusion_object_weight else None
+    objects = dataset_object_cells(args, latents.shape[2]) if args.diffusion_object_weight else None
     pe = save_tokenizer_asset()
     cfg = DiffusionConfig()
     unet = build_unet(cfg, latents.shape[1], latents.shape[2])
@@ -328,11 +333,13 @@ def train_diffusion(args) -> None:
 def train_autoregressive(args) -> None:
     torch.manual_seed(args.seed)
     _, codes, scenes = load_encoded(args)
+    grid = int(codes.shape[1] ** 0.5)
+    # As for diffusion: the codes of cells an object touches can count more than the background's.
+    objects = dataset_object_cells(args, grid).flatten(1) if args.ar_object_weight else None  # (N, g*g)
     pe = save_tokenizer_asset()
     from diffusers import VQModel
 
     vq_config = VQModel.load_config(ASSETS / "vqvae")
-    grid = int(codes.shape[1] ** 0.5)
     if args.ar_init:  # continue from a saved transformer (how the shipped one was refined)
         from transformers import AutoModelForCausalLM
 
@@ -351,7 +358,13 @@ def train_autoregressive(args) -> None:
         ids = torch.tensor([pe(c).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, P)
         input_ids, labels = training_sequences(ids, codes[idx], lm.config)  # (B, T)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(args.ar_bf16)):
-            loss = lm(input_ids=input_ids.to(dev), labels=labels.to(dev)).loss
+            if objects is None:
+                loss = lm(input_ids=input_ids.to(dev), labels=labels.to(dev)).loss
+            else:
+                logits = lm(input_ids=input_ids.to(dev)).logits[:, -codes.shape[1] - 1 : -1].float()  # (B, N, V) predicting each code
+                ce = F.cross_entropy(logits.transpose(1, 2), labels[:, -codes.shape[1] :].to(dev), reduction="none")  # (B, N)
+                weight = (1 + args.ar_object_weight * objects[idx]).to(dev)  # (B, N)
+                loss = (weight * ce).sum() / weight.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
@@ -390,6 +403,8 @@ def main(argv=None) -> None:
     p.add_argument("--ar-init", default=None, help="start the transformer from this saved folder")
     p.add_argument("--ar-layers", type=int, default=None,
                    help="transformer depth; with --ar-init, a shallower saved model is grown to it by identity blocks")
+    p.add_argument("--ar-object-weight", type=float, default=0.0,
+                   help="extra loss weight on the codes of cells that an object touches (0: plain cross-entropy)")
     p.add_argument("--ar-bf16", type=int, default=1, help="bfloat16 autocast (faster on these CPUs)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -165,7 +165,7 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     monkeypatch.chdir(tmp_path)  # data/, runs/ and assets/ are relative to the working folder
     tiny = ["--device", "cpu", "--threads", "1", "--dataset-size", "48", "--test-size", "16", "--ae-steps", "2", "--ae-batch", "4",
             "--decoder-steps", "2", "--decoder-batch", "4", "--diffusion-steps", "2", "--diffusion-batch", "4",
-            "--ar-steps", "2", "--ar-batch", "2", "--diffusion-object-weight", "3", "--caption-drop", "0.1"]
+            "--ar-steps", "2", "--ar-batch", "2", "--diffusion-object-weight", "3", "--ar-object-weight", "3", "--caption-drop", "0.1"]
     train.main(tiny)
     for folder in ("vqvae", "unet", "text_encoder", "scheduler", "transformer", "tokenizer"):
         assert any((tmp_path / "assets" / folder).iterdir()), folder
