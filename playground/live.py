@@ -645,8 +645,9 @@ def parse_edit(picture, mask) -> EditInput:
 def mask_canvas(picture, mask=None):
     """The region editor's canvas: the picture as the models will see it (64 x 64, shown
     256 x 256), with the region already painted in `mask` (the region editor's value) kept on
-    it: drawing on the picture, or a new picture, never wipes out a painted region. None when
-    there is no usable picture."""
+    it, so that a new picture sent here does not wipe out a painted region. (In the browser a
+    stroke on the picture canvas still clears the region in gradio's front end without calling
+    this; see the session-5 note of issue 5.) None when there is no usable picture."""
     picture = editor_picture(picture)
     try:
         picture = None if picture is None else upscale(load_picture(picture)[0], PREVIEW_SCALE)

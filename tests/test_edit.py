@@ -167,8 +167,8 @@ def test_editor_values_give_the_picture_and_painted_region():
 
 
 def test_the_painted_region_stays_when_the_picture_changes():
-    """Drawing on the picture (or giving a new one) updates the region canvas's picture and
-    keeps the region painted on it: no work is lost."""
+    """A changed picture reaching the server updates the region canvas's picture and keeps
+    the region painted on it."""
     layer = np.zeros((256, 256, 4), dtype=np.uint8)
     layer[100:140, 60:200] = (255, 0, 255, 255)
     painted = {"background": np.zeros((256, 256, 3), np.uint8), "layers": [layer], "composite": None}
