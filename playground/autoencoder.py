@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import VQModel
 
 
@@ -25,6 +26,7 @@ class AutoencoderConfig:
     latent_channels: int = 4
     num_vq_embeddings: int = 512
     norm_num_groups: int = 8
+    mid_block_add_attention: bool = True  # attention at 16x16 lets every code depend on the whole picture
 
 
 def build_autoencoder(cfg: AutoencoderConfig = AutoencoderConfig()) -> VQModel:
@@ -39,6 +41,7 @@ def build_autoencoder(cfg: AutoencoderConfig = AutoencoderConfig()) -> VQModel:
         latent_channels=cfg.latent_channels,
         num_vq_embeddings=cfg.num_vq_embeddings,
         norm_num_groups=cfg.norm_num_groups,
+        mid_block_add_attention=cfg.mid_block_add_attention,
         sample_size=64,
         scaling_factor=1.0,
     )
@@ -53,6 +56,21 @@ def tensor_to_images(x: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
     x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def object_cells(images: np.ndarray, grid: int) -> torch.Tensor:
+    """Which latent cells an object touches: pixels that differ from the picture's background
+    (its top-left corner, which no object reaches), max-pooled to the latent grid.
+    images (N, H, W, 3) uint8 -> (N, 1, g, g) float, 1 where an object is."""
+    fg = np.abs(images.astype(np.int16) - images[:, :1, :1].astype(np.int16)).sum(-1) > 25  # (N, H, W)
+    cells = torch.from_numpy(fg).float()[:, None]  # (N, 1, H, W)
+    return F.adaptive_max_pool2d(cells, grid)  # (N, 1, g, g)
+
+
+def background_cells(images: np.ndarray, grid: int) -> torch.Tensor:
+    """Cells with no object in them or in any of their 8 neighbours: what an encoder should code
+    exactly as it codes the plain background. images (N, H, W, 3) uint8 -> (N, 1, g, g) float."""
+    return 1.0 - F.max_pool2d(object_cells(images, grid), 3, stride=1, padding=1)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

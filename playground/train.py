@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .autoencoder import AutoencoderConfig, SharedAutoencoder, build_autoencoder, images_to_tensor, psnr
+from .autoencoder import AutoencoderConfig, SharedAutoencoder, background_cells, build_autoencoder, images_to_tensor, object_cells, psnr
 from .autoregressive import AutoregressiveConfig, build_transformer, grow_depth, training_sequences
 from .data import CAPTION_DROP, build_dataset, training_captions
 from .diffusion import DiffusionConfig, build_text_encoder, build_train_scheduler, build_unet, encode_text
@@ -125,6 +125,18 @@ def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (weight * ((recon - x).abs() + (recon - x) ** 2)).mean()
 
 
+def background_consistency(h: torch.Tensor, h_plain: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """How far the latents of background cells stray from those of the same picture with its
+    objects removed (its background colour alone), as a share of the latents' variance.
+
+    A background cell (`autoencoder.background_cells`) should be coded by what it shows, not
+    by what lies elsewhere in the picture: then a plain blue cell gets the same code in every
+    picture, and the autoregressive model is not left to guess among dozens of codes that all
+    draw the same blue. h, h_plain (B, C, g, g); background (B, 1, g, g) 1 where a cell is background."""
+    err = ((h - h_plain) ** 2 * background).sum() / (background.sum() * h.shape[1]).clamp(min=1.0)
+    return err / h.detach().var().clamp(min=1e-6)
+
+
 def train_autoencoder(args) -> None:
     torch.manual_seed(args.seed)
     images, _ = build_dataset(args.dataset_size, seed=args.seed)
@@ -133,7 +145,7 @@ def train_autoencoder(args) -> None:
 
         vq = VQModel.from_pretrained(args.ae_init)
     else:
-        vq = build_autoencoder(AutoencoderConfig())
+        vq = build_autoencoder(AutoencoderConfig(block_out_channels=tuple(args.ae_channels), mid_block_add_attention=bool(args.ae_attention)))
     dev = pick_device(args.device)
     vq.to(dev)
     opt = torch.optim.AdamW(vq.parameters(), lr=args.ae_lr, weight_decay=0.0, betas=(0.9, 0.99))
@@ -143,12 +155,18 @@ def train_autoencoder(args) -> None:
 
     def step_fn(step: int) -> float:
         rng, _ = step_rngs(args.seed + 1, step)
-        x = images_to_tensor(images[rng.integers(len(images), size=args.ae_batch)]).to(dev)  # (B, 3, 64, 64)
+        batch = images[rng.integers(len(images), size=args.ae_batch)]  # (B, 64, 64, 3) uint8
+        x = images_to_tensor(batch).to(dev)  # (B, 3, 64, 64)
+        b = len(x)
+        if args.ae_background_weight:  # each picture's background alone rides along in the batch
+            x = torch.cat([x, x[:, :, :1, :1].expand_as(x)])  # (2B, 3, 64, 64)
         with torch.autocast(dev.type, dtype=torch.bfloat16):
-            h = vq.encode(x).latents  # (B, C, 16, 16)
+            h = vq.encode(x).latents  # (B or 2B, C, 16, 16)
             quant, commit, (_, _, idx) = vq.quantize(h)
-            recon = vq.decode(quant, force_not_quantize=True).sample  # (B, 3, 64, 64)
+            recon = vq.decode(quant, force_not_quantize=True).sample  # (B or 2B, 3, 64, 64)
         loss = reconstruction_loss(recon.float(), x) + commit.float().mean()
+        if args.ae_background_weight:
+            loss = loss + args.ae_background_weight * background_consistency(h[:b].float(), h[b:].float(), background_cells(batch, h.shape[-1]).to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -172,12 +190,15 @@ def train_autoencoder(args) -> None:
         lat = torch.cat([vq.encode(images_to_tensor(test_images[i : i + 200])).latents for i in range(0, len(test_images), 200)])
     vq.register_to_config(scaling_factor=float(1.0 / lat.std()))
     shared = SharedAutoencoder(vq)
+    from .evaluate import autoencoder_report
+
     recon, codes = shared.reconstruct(test_images)
     report = {
         "psnr_db": psnr(recon, test_images),
         "codes_used": int(len(torch.unique(codes))),
         "codebook_size": vq.config.num_vq_embeddings,
         "scaling_factor": shared.scaling_factor,
+        "scenes": autoencoder_report(shared, n=min(500, args.test_size)),
     }
     print(json.dumps(report))
     vq.save_pretrained(ASSETS / "vqvae")
@@ -254,14 +275,6 @@ def load_encoded(args) -> tuple[torch.Tensor, torch.Tensor, list]:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"latents": lat.contiguous(), "codes": codes.contiguous()}, str(path))
     return lat, codes, scenes
-
-
-def object_cells(images: np.ndarray, grid: int) -> torch.Tensor:
-    """Which latent cells an object touches: pixels that differ from the picture's background
-    (its top-left corner), max-pooled to the latent grid. images (N, H, W, 3) uint8 -> (N, 1, g, g) float."""
-    fg = np.abs(images.astype(np.int16) - images[:, :1, :1].astype(np.int16)).sum(-1) > 25  # (N, H, W)
-    cells = torch.from_numpy(fg).float()[:, None]  # (N, 1, H, W)
-    return F.adaptive_max_pool2d(cells, grid)  # (N, 1, g, g)
 
 
 def dataset_object_cells(args, grid: int) -> torch.Tensor:
@@ -388,6 +401,11 @@ def main(argv=None) -> None:
     p.add_argument("--ae-steps", type=int, default=2000)
     p.add_argument("--ae-batch", type=int, default=32)
     p.add_argument("--ae-lr", type=float, default=2e-3)
+    p.add_argument("--ae-channels", type=int, nargs="+", default=list(AutoencoderConfig.block_out_channels),
+                   help="block_out_channels of a new autoencoder (three blocks: a 16x16 grid)")
+    p.add_argument("--ae-attention", type=int, default=1, help="1: attention in the middle block (every code sees the whole picture)")
+    p.add_argument("--ae-background-weight", type=float, default=0.0,
+                   help="weight of the loss that codes background cells as the plain background would be (0: off)")
     p.add_argument("--ae-init", default=None, help="start the autoencoder from this saved VQModel folder")
     p.add_argument("--decoder-steps", type=int, default=1500)
     p.add_argument("--decoder-lr", type=float, default=5e-4)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from playground.autoencoder import psnr
+from playground.autoencoder import background_cells, object_cells, psnr
 
 from playground import train
 from playground.data import build_dataset, scene_from_json, scene_to_json, training_captions
@@ -141,13 +141,46 @@ def test_object_cells_mark_the_latent_cells_an_object_touches():
     from playground.shapes import Scene, SceneObject, render
 
     image = render(Scene("blue", (SceneObject("red", "square", "small", "left", (0, 0)),)))
-    cells = train.object_cells(image[None], 16)  # (1, 1, 16, 16)
+    cells = object_cells(image[None], 16)  # (1, 1, 16, 16)
     assert cells.shape == (1, 1, 16, 16)
     on = torch.nonzero(cells[0, 0])
     # a 16 x 16 px square centred at (16, 32): pixels 8..23 x 24..39, cells 2..5 x 6..9 (one more at an anti-aliased edge)
     assert 16 <= len(on) <= 36
     assert on[:, 1].min() >= 1 and on[:, 1].max() <= 6 and on[:, 0].min() >= 5 and on[:, 0].max() <= 10
-    assert not train.object_cells(render(Scene("blue", ()))[None], 16).any()
+    assert not object_cells(render(Scene("blue", ()))[None], 16).any()
+    # Background cells: neither an object's cells nor their neighbours.
+    background = background_cells(image[None], 16)[0, 0].bool()  # (16, 16)
+    near = torch.nn.functional.max_pool2d(cells[0], 3, stride=1, padding=1)[0].bool()
+    assert torch.equal(background, ~near)
+    assert len(torch.nonzero(~background)) > len(on) and background[0, 0] and background[15, 15]
+
+
+def test_background_consistency_counts_background_cells_only():
+    torch.manual_seed(0)
+    h = torch.randn(2, 4, 16, 16)
+    background = torch.ones(2, 1, 16, 16)
+    background[:, :, 4:8, 4:8] = 0  # an object there
+    assert train.background_consistency(h, h, background) == 0
+    moved_object = h.clone()
+    moved_object[:, :, 4:8, 4:8] += 5.0  # differs only where the object is: no penalty
+    assert train.background_consistency(moved_object, h, background) == 0
+    moved_background = h.clone()
+    moved_background[:, :, 0, 0] += 5.0
+    loss = train.background_consistency(moved_background, h, background)
+    # 2 pictures x 4 channels x 25 over (2 x 240 background cells x 4 channels), over the latents' variance
+    assert loss == pytest.approx(25 * 8 / (2 * 240 * 4) / moved_background.var().item(), rel=1e-4)
+
+
+def test_autoencoder_report_on_a_tiny_autoencoder():
+    from playground.autoencoder import AutoencoderConfig, SharedAutoencoder, build_autoencoder
+    from playground.evaluate import autoencoder_report
+
+    torch.manual_seed(0)
+    ae = SharedAutoencoder(build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16, 16), mid_block_add_attention=False)))
+    report = autoencoder_report(ae, n=6)
+    assert report["reconstructions_matching"] == 0.0  # an untrained decoder draws no shapes
+    assert 0.0 <= report["background_code_agreement"] <= 1.0 and 1 <= report["codes_used"] <= 512
+    assert report["psnr_db"] < 20
 
 
 def test_psnr():
@@ -165,7 +198,7 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     monkeypatch.chdir(tmp_path)  # data/, runs/ and assets/ are relative to the working folder
     tiny = ["--device", "cpu", "--threads", "1", "--dataset-size", "48", "--test-size", "16", "--ae-steps", "2", "--ae-batch", "4",
             "--decoder-steps", "2", "--decoder-batch", "4", "--diffusion-steps", "2", "--diffusion-batch", "4",
-            "--ar-steps", "2", "--ar-batch", "2", "--diffusion-object-weight", "3", "--ar-object-weight", "3", "--caption-drop", "0.1"]
+            "--ar-steps", "2", "--ar-batch", "2", "--ae-channels", "8", "16", "16", "--ae-attention", "0", "--ae-background-weight", "1", "--diffusion-object-weight", "3", "--ar-object-weight", "3", "--caption-drop", "0.1"]
     train.main(tiny)
     for folder in ("vqvae", "unet", "text_encoder", "scheduler", "transformer", "tokenizer"):
         assert any((tmp_path / "assets" / folder).iterdir()), folder
