@@ -69,6 +69,8 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
         return gr.Dropdown(choices, value=choices[0], label=label, elem_id=f"{kind}-model", visible=len(choices) > 1,
                            allow_custom_value=True)  # so that a wrong name gets our message, not gradio's
 
+    if "GRADIO_EXAMPLES_CACHE" not in os.environ:  # gradio reads it when Examples are made
+        os.environ["GRADIO_EXAMPLES_CACHE"] = live.examples_cache_dir()
     with gr.Blocks(title="Diffusion vs autoregressive: live", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(teaching.INTRO)
         if problems:
@@ -108,6 +110,9 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                         keep_rows = gr.Slider(0, 15, value=edit_defaults.keep_rows, step=1, elem_id="keep-rows",
                                               label="Autoregressive: token rows kept (when no region is painted)")
                         gr.Markdown(teaching.EDIT_AUTOREGRESSIVE_TEXT)
+                gr.Examples(live.edit_examples(os.path.join(os.environ["GRADIO_EXAMPLES_CACHE"], "edit")),
+                            inputs=[edit_picture, edit_prompt], label="Pictures to edit, and a new prompt for each",
+                            example_labels=[label for *_, label in teaching.EDIT_EXAMPLES], cache_examples=False)
         with gr.Accordion("Words the models know", open=False):
             gr.Markdown(teaching.vocabulary_markdown())
 
@@ -174,8 +179,6 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
             out["stats"] = gr.JSON(label="timing", elem_id="stats")
         outputs = [out[name] for name in live.OUTPUTS]
 
-        if "GRADIO_EXAMPLES_CACHE" not in os.environ:  # gradio reads it when Examples are made
-            os.environ["GRADIO_EXAMPLES_CACHE"] = live.examples_cache_dir()
         examples = dict(inputs=[prompt, seed], outputs=[out[name] for name in live.EXAMPLE_OUTPUTS],
                         fn=on_gpu(pg.generate_example),
                         cache_examples=cache_examples, cache_mode="eager", preload=False)

@@ -32,7 +32,7 @@ import torch
 from .editing import autoregressive_keep
 from .engine import load_engine
 from .settings import EditSettings
-from .shapes import SIZE_SYNONYMS, Scene, SceneObject, caption, check, one_word_changes, parse_prompt, render, sample_scene
+from .shapes import Scene, caption, check, one_word_changes, parse_prompt, render, sample_scene, scene_from_prompt
 
 
 def changed_attribute(before: str, after: str) -> str:
@@ -126,10 +126,7 @@ def evaluate(engine, cases, settings: EditSettings, strengths: list[float], keep
 
 def render_prompt(prompt: str, like: Scene) -> np.ndarray:
     """The scene a full prompt describes, with the jitter of the scene it was made from."""
-    spec = parse_prompt(prompt)
-    objects = tuple(SceneObject(o.color, o.shape, SIZE_SYNONYMS.get(o.size, o.size) or "large", o.place or "center", old.offset)
-                    for o, old in zip(spec.objects, like.objects))
-    return render(Scene(spec.background or like.background, objects))
+    return render(scene_from_prompt(prompt, like))
 
 
 def main(argv=None) -> None:

@@ -972,6 +972,22 @@ class RunStats:
         }
 
 
+def edit_examples(folder: str | Path) -> list[list[str]]:
+    """The Edit tab's examples, [picture file, new prompt] each: teaching.EDIT_EXAMPLES's
+    pictures drawn by the shapes world's renderer into `folder` (PNG, 64 x 64)."""
+    from .shapes import render, scene_from_prompt
+    from .teaching import EDIT_EXAMPLES
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (before, after, _) in enumerate(EDIT_EXAMPLES):
+        path = folder / f"edit-example-{i}.png"
+        Image.fromarray(render(scene_from_prompt(before))).save(path)
+        rows.append([str(path), after])
+    return rows
+
+
 def examples_cache_dir() -> str:
     """A fresh folder for gradio's cached examples: gradio reuses a cache folder that exists,
     even when the models have changed, so each app process caches its examples anew."""

@@ -256,6 +256,21 @@ def parse_prompt(prompt: str) -> PromptSpec:
 # ----------------------------------------------------------------------------- checker
 
 
+def scene_from_prompt(prompt: str, like: Scene | None = None) -> Scene:
+    """The scene a prompt describes. What it leaves out comes from `like` (its background and
+    each object's size, place and jitter), else: large, in the center (one object) or left and
+    right (two), on a white background, no jitter."""
+    spec = parse_prompt(prompt)
+    default_places = ["center"] if len(spec.objects) == 1 else ["left", "right"]
+    objects = []
+    for i, o in enumerate(spec.objects):
+        old = like.objects[i] if like is not None and i < len(like.objects) else None
+        size = SIZE_SYNONYMS.get(o.size, o.size) or (old.size if old else "large")
+        place = o.place or (old.place if old else default_places[min(i, len(default_places) - 1)])
+        objects.append(SceneObject(o.color, o.shape, size, place, old.offset if old else (0, 0)))
+    return Scene(spec.background or (like.background if like else "white"), tuple(objects))
+
+
 @dataclass
 class CheckResult:
     ok: bool

@@ -104,6 +104,17 @@ HELD_OUT_EXAMPLES = [[prompt, 0] for prompt, _ in HELD_OUT]
 HELD_OUT_LABELS = [f"{prompt}  (held out: {colour} {shape})" for prompt, (colour, shape) in HELD_OUT]
 
 
+# Edit tab: (picture, drawn from this caption; new prompt; what changes). One attribute each, so
+# that the two ways of editing show their difference: the autoregressive model keeps the top
+# rows and cannot move the triangle down past them; diffusion at a high strength can.
+EDIT_EXAMPLES = [
+    ("a large red circle on the left on a yellow background", "a large blue circle on the left on a yellow background", "colour: red → blue"),
+    ("a small green square at the top on a black background", "a small green square at the top on a white background", "background: black → white"),
+    ("a large orange star in the center on a blue background", "a large orange heart in the center on a blue background", "shape: star → heart"),
+    ("a large yellow triangle at the top on a purple background", "a large yellow triangle at the bottom on a purple background", "place: top → bottom"),
+]
+
+
 def vocabulary_markdown() -> str:
     """The words the models know, grouped, and how a prompt is put together."""
     sizes = ", ".join(SIZES) + " (also " + ", ".join(SIZE_SYNONYMS) + ")"

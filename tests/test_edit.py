@@ -388,3 +388,29 @@ def test_edit_bad_input_gets_a_clean_message(client, tmp_path, case, message):
     with pytest.raises(AppError, match=message) as info:
         client.predict(api_name="/edit", **kwargs)
     assert "Traceback" not in str(info.value)
+
+
+def test_edit_examples_are_pictures_of_their_captions_with_one_word_changed(tmp_path):
+    from playground import teaching
+    from playground.shapes import check
+
+    rows = live.edit_examples(tmp_path)
+    assert len(rows) == len(teaching.EDIT_EXAMPLES) >= 4
+    for (path, prompt), (before, after, label) in zip(rows, teaching.EDIT_EXAMPLES):
+        assert prompt == after
+        picture = np.asarray(Image.open(path).convert("RGB"))
+        assert picture.shape == (64, 64, 3)
+        assert check(picture, before).ok and not check(picture, after).ok
+        assert label.startswith(changed_attribute(before, after))
+    assert {changed_attribute(b, a) for b, a, _ in teaching.EDIT_EXAMPLES} >= {"colour", "shape", "place", "background"}
+
+
+def test_the_edit_tab_offers_the_examples(playground_app):
+    import gradio as gr
+
+    demo, _ = playground_app
+    datasets = [b for b in demo.blocks.values() if isinstance(b, gr.Dataset)]
+    edit = [d for d in datasets if [c.elem_id for c in d._components] == ["edit-picture", "edit-prompt"]]
+    assert len(edit) == 1
+    samples = edit[0].samples
+    assert len(samples) == 4 and all(s[1].startswith("a large") or s[1].startswith("a small") for s in samples)
