@@ -110,9 +110,11 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                         keep_rows = gr.Slider(0, 15, value=edit_defaults.keep_rows, step=1, elem_id="keep-rows",
                                               label="Autoregressive: token rows kept (when no region is painted)")
                         gr.Markdown(teaching.EDIT_AUTOREGRESSIVE_TEXT)
-                gr.Examples(live.edit_examples(os.path.join(os.environ["GRADIO_EXAMPLES_CACHE"], "edit")),
-                            inputs=[edit_picture, edit_prompt], label="Pictures to edit, and a new prompt for each",
-                            example_labels=[label for *_, label in teaching.EDIT_EXAMPLES], cache_examples=False)
+                edit_examples = gr.Dataset(
+                    components=[gr.Image(render=False), gr.Textbox(render=False)], samples=live.edit_examples(
+                        os.path.join(os.environ["GRADIO_EXAMPLES_CACHE"], "edit")),
+                    sample_labels=[label for *_, label in teaching.EDIT_EXAMPLES], elem_id="edit-examples",
+                    label="Examples: a picture, and a new prompt that changes one thing")
         with gr.Accordion("Words the models know", open=False):
             gr.Markdown(teaching.vocabulary_markdown())
 
@@ -219,6 +221,8 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
             ).then(api_visibility="private", **downloads)
         edit_picture.change(live.mask_canvas, [edit_picture, edit_mask], edit_mask, queue=False, show_progress="hidden",
                             api_visibility="private")  # the region canvas shows the picture, the painted region kept
+        edit_examples.click(live.edit_example_value, edit_examples, [edit_picture, edit_mask, edit_prompt], queue=False,
+                            show_progress="hidden", api_visibility="private")
         for kind, button in edit_this.items():
             button.click(partial(pg.edit_this, kind), out["run_key"], [edit_picture, edit_mask, tabs],
                          api_visibility="private")

@@ -988,6 +988,14 @@ def edit_examples(folder: str | Path) -> list[list[str]]:
     return rows
 
 
+def edit_example_value(sample: list) -> tuple[dict, dict, str]:
+    """An Edit example chosen ([picture file, new prompt]) -> the picture on both editors'
+    canvases (as "Edit this" puts it there) and the prompt."""
+    path, prompt = sample
+    canvas = editor_canvas(upscale(np.asarray(Image.open(path).convert("RGB")), PREVIEW_SCALE))  # (256, 256, 3)
+    return canvas, canvas, prompt
+
+
 def examples_cache_dir() -> str:
     """A fresh folder for gradio's cached examples: gradio reuses a cache folder that exists,
     even when the models have changed, so each app process caches its examples anew."""

@@ -172,7 +172,7 @@ def test_edit_an_uploaded_picture(page, playground_app, tmp_path, monkeypatch):
     Image.fromarray(np.dstack([picture, np.full(picture.shape[:2], 255, np.uint8)])).save(tmp_path / "upload.png")
     open_edit_tab(page)
     page.locator("#edit-picture input[type=file]").set_input_files(str(tmp_path / "upload.png"))
-    time.sleep(1.0)  # the upload reaches the region canvas
+    time.sleep(2.5)  # the upload reaches the server and the region canvas (1 s was too short on 2 busy cores)
     start_edit(page, "a large blue circle on the left on a yellow background")
     page.wait_for_function(EDIT_DONE, timeout=60_000)
     assert "128 kept" in page.inner_text("#ar-status") and "skipped" in page.inner_text("#diffusion-status")
@@ -211,3 +211,25 @@ def test_edit_this_result_with_a_painted_region(page, playground_app, monkeypatc
     assert np.array_equal(run.edit.picture, generated.autoregressive.frames[-1].image())
     assert run.edit.mask is not None and 0 < run.autoregressive.frames[-1].total < 256
     page.screenshot(path=str(ARTIFACTS / "playground-edit-region.png"), full_page=True)
+
+
+def test_an_edit_example_fills_the_picture_and_prompt(page, playground_app, monkeypatch):
+    if REAL_SCREENSHOT:
+        pytest.skip("run with the tiny models")
+    import numpy as np
+
+    from playground import teaching
+    from playground.shapes import render, scene_from_prompt
+
+    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 1.0)
+    before, after, label = teaching.EDIT_EXAMPLES[0]
+    open_edit_tab(page)
+    page.get_by_text(label, exact=True).first.click()
+    page.wait_for_function(f"""() => (document.querySelector("#edit-prompt textarea")?.value || "") === {after!r}""",
+                           timeout=10_000)
+    time.sleep(1.0)  # the picture reaches both canvases
+    page.evaluate(WATCH_PICTURES)
+    page.click("#edit-button")
+    page.wait_for_function(EDIT_DONE, timeout=60_000)
+    run = playground_app[0].playground.runs.latest()
+    assert np.array_equal(run.edit.picture, render(scene_from_prompt(before))) and run.edit.mask is None

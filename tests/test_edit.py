@@ -405,12 +405,14 @@ def test_edit_examples_are_pictures_of_their_captions_with_one_word_changed(tmp_
     assert {changed_attribute(b, a) for b, a, _ in teaching.EDIT_EXAMPLES} >= {"colour", "shape", "place", "background"}
 
 
-def test_the_edit_tab_offers_the_examples(playground_app):
+def test_the_edit_tab_offers_the_examples(playground_app, tmp_path):
     import gradio as gr
 
     demo, _ = playground_app
-    datasets = [b for b in demo.blocks.values() if isinstance(b, gr.Dataset)]
-    edit = [d for d in datasets if [c.elem_id for c in d._components] == ["edit-picture", "edit-prompt"]]
-    assert len(edit) == 1
-    samples = edit[0].samples
-    assert len(samples) == 4 and all(s[1].startswith("a large") or s[1].startswith("a small") for s in samples)
+    edit = [b for b in demo.blocks.values() if isinstance(b, gr.Dataset) and b.elem_id == "edit-examples"]
+    assert len(edit) == 1 and len(edit[0].samples) == 4
+    path, prompt = live.edit_examples(tmp_path)[0]
+    picture, region, chosen = live.edit_example_value([path, prompt])
+    assert chosen == prompt and region is picture
+    edit = live.parse_edit(picture, region)  # what Edit then reads from the two editors
+    assert np.array_equal(edit.picture, np.asarray(Image.open(path).convert("RGB"))) and edit.mask is None
