@@ -50,13 +50,15 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
     from playground import live, teaching
     from playground.diffusion import SCHEDULERS
     from playground.hub import on_gpu
-    from playground.settings import LIMITS, EditSettings, GenerationSettings
+    from playground.settings import LIMITS, EditSettings, GenerationSettings, suggested_diffusion_settings
     from playground.shapes import PALETTE
 
     PALETTE_HEX = ["#%02x%02x%02x" % rgb for rgb in PALETTE.values()]  # the brush: the colours the models know
 
     pg = live.Playground(engine_loader, workers=workers)
-    defaults, edit_defaults = GenerationSettings(), EditSettings()
+    # The steps and guidance fields start at what suits the default diffusion model (a turbo model: 2, 0)
+    defaults = GenerationSettings(**suggested_diffusion_settings(((models or {}).get("diffusion") or [""])[0]))
+    edit_defaults = EditSettings()
     out: dict[str, gr.components.Component] = {}  # the outputs of Generate, by live.OUTPUTS name
 
     def number(name: str, label: str) -> gr.Number:
@@ -235,6 +237,8 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
         )
         prompt.change(live.prompt_feedback, prompt, feedback, queue=False, show_progress="hidden",
                       api_visibility="private")
+        diffusion_model.change(live.model_settings, diffusion_model, [steps, guidance], queue=False,
+                               show_progress="hidden", api_visibility="private")
         dice.click(pg.random_seed, None, seed, queue=False, show_progress="hidden", api_visibility="private")
 
     demo.queue(max_size=live.QUEUE_SIZE, default_concurrency_limit=live.DEFAULT_CONCURRENCY)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .settings import EditSettings, GenerationSettings, SettingsError, validate_prompt
+from .settings import EditSettings, GenerationSettings, SettingsError, suggested_diffusion_settings, validate_prompt
 
 EXIT_BAD_INPUT = 2
 MAX_PROMPTS = 10000
@@ -33,9 +33,11 @@ MAX_PROMPTS = 10000
 def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     d = GenerationSettings()
     p.add_argument("--seed", default=d.seed, help=f"random seed (default {d.seed})")
-    p.add_argument("--steps", dest="num_inference_steps", default=d.num_inference_steps, help="diffusion denoising steps")
+    p.add_argument("--steps", dest="num_inference_steps", default=None,
+                   help=f"diffusion denoising steps (default: what suits the model; embedded {d.num_inference_steps}, turbo models 2)")
     p.add_argument("--scheduler", default=d.scheduler, help="diffusion scheduler: ddim, euler, ddpm or dpm")
-    p.add_argument("--guidance-scale", default=d.guidance_scale, help="diffusion classifier-free guidance")
+    p.add_argument("--guidance-scale", default=None,
+                   help=f"diffusion classifier-free guidance (default: what suits the model; embedded {d.guidance_scale}, turbo models 0)")
     p.add_argument("--temperature", default=d.temperature, help="autoregressive sampling temperature (0: greedy)")
     p.add_argument("--top-k", default=d.top_k, help="autoregressive top-k (0: off)")
     p.add_argument("--top-p", default=d.top_p, help="autoregressive top-p (1: off)")
@@ -66,10 +68,14 @@ def load_engine_from_args(args):
     return engine
 
 
-def settings_from_args(args) -> GenerationSettings:
+def settings_from_args(args, diffusion_model: str = "") -> GenerationSettings:
+    """The settings the flags give; --steps and --guidance-scale, when not given, are those that
+    suit `diffusion_model` (settings.suggested_diffusion_settings; "": the embedded model)."""
+    suggested = suggested_diffusion_settings(diffusion_model)
+    given = lambda name: suggested[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
     return GenerationSettings(
-        seed=args.seed, num_inference_steps=args.num_inference_steps, scheduler=args.scheduler,
-        guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k,
+        seed=args.seed, num_inference_steps=given("num_inference_steps"), scheduler=args.scheduler,
+        guidance_scale=given("guidance_scale"), temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, ar_guidance_scale=args.ar_guidance_scale,
     ).validated()
 
@@ -145,6 +151,7 @@ def cmd_generate(args) -> int:
     else:
         prompts = [validate_prompt(args.prompt or "")]
     engine = load_engine_from_args(args)
+    settings = settings_from_args(args, engine.model_name("diffusion"))  # the model that loaded
     out = Path(args.out)
     for i, prompt in enumerate(prompts):
         folder = out / f"{i:04d}" if args.prompts_file else out

@@ -50,7 +50,7 @@ from .hub import EMBEDDED
 from .outputs import comparison_strip, frame_at, pick, preview_image, save_gif, save_mp4
 from .editing import EditInput, EditInputError, load_edit, load_picture, open_image, sampler_kwargs, strength_timeline
 from .frames import upscale
-from .settings import MAX_SEED, EditSettings, GenerationSettings, SettingsError, validate_prompt
+from .settings import MAX_SEED, EditSettings, GenerationSettings, SettingsError, suggested_diffusion_settings, validate_prompt
 from .shapes import normalize_prompt, unknown_words
 from .text import MAX_PROMPT_CHARS
 from .workers import SamplerWorker, Track, WorkerPool
@@ -664,6 +664,13 @@ def editor_canvas(picture: np.ndarray, layers: list[np.ndarray] = ()) -> dict:
     for layer in layers:
         composite.alpha_composite(Image.fromarray(layer))
     return {"background": picture, "layers": list(layers), "composite": np.asarray(composite.convert("RGB"))}
+
+
+def model_settings(model) -> tuple[int, float]:
+    """(steps, guidance) for the Settings fields when the diffusion model menu changes: a turbo
+    model paints in 2 steps without guidance, the embedded model in 20 at 3 (settings.suggested_diffusion_settings)."""
+    suggested = suggested_diffusion_settings(model if isinstance(model, str) else "")
+    return suggested["num_inference_steps"], suggested["guidance_scale"]
 
 
 def edit_timeline(strength, num_inference_steps) -> str:

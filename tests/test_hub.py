@@ -16,7 +16,7 @@ from playground.engine import load_engine
 from playground.frames import UNWRITTEN
 from playground.hub import EMBEDDED, ModelLoadError, configured_models, load_hub_model
 from playground.hub_janus import janus_inputs
-from playground.settings import GenerationSettings
+from playground.settings import GenerationSettings, suggested_diffusion_settings
 
 
 def test_real_models_become_each_panels_default(hub_engine, tiny_hub_models):
@@ -177,6 +177,44 @@ def test_app_shows_model_menus_only_with_a_choice():
     embedded_only = app.build_demo(engine_loader=lambda: None, cache_examples=False,
                                    models={"diffusion": [EMBEDDED], "autoregressive": [EMBEDDED]})
     assert not any(getattr(b, "elem_id", None) == "real-models-note" for b in embedded_only.blocks.values())
+
+
+def test_turbo_models_get_their_steps_and_guidance():
+    import app
+
+    assert suggested_diffusion_settings("stabilityai/SDXL-Turbo") == {"num_inference_steps": 2, "guidance_scale": 0.0}
+    assert suggested_diffusion_settings("runwayml/stable-diffusion-v1-5") == {"num_inference_steps": 25, "guidance_scale": 7.5}
+    d = GenerationSettings()
+    for embedded in ("", EMBEDDED):
+        assert suggested_diffusion_settings(embedded) == {"num_inference_steps": d.num_inference_steps,
+                                                          "guidance_scale": d.guidance_scale}
+    assert live.model_settings("stabilityai/sd-turbo") == (2, 0.0)
+    assert live.model_settings(EMBEDDED) == (d.num_inference_steps, d.guidance_scale)
+    # the Settings fields start at what suits the default (first) diffusion model
+    for choices, expected in ((["x/sd-turbo", EMBEDDED], (2, 0.0)), ([EMBEDDED, "x/sd-turbo"], (20, 3.0))):
+        demo = app.build_demo(engine_loader=lambda: None, cache_examples=False,
+                              models={"diffusion": choices, "autoregressive": [EMBEDDED]})
+        fields = {b.elem_id: b.value for b in demo.blocks.values()
+                  if getattr(b, "elem_id", None) in ("num_inference_steps", "guidance_scale")}
+        assert (fields["num_inference_steps"], fields["guidance_scale"]) == expected
+
+
+def test_cli_uses_the_loaded_models_steps_unless_given(tiny_assets, tiny_hub_models, tmp_path, capsys):
+    turbo = tmp_path / "tiny-sd-turbo"  # a turbo model, by its name
+    turbo.symlink_to(tiny_hub_models["diffusion"], target_is_directory=True)
+    for extra, steps, guidance in (([], 2, 0.0), (["--steps", "3", "--guidance-scale", "1.5"], 3, 1.5)):
+        out = tmp_path / f"out{steps}"
+        code = cli.main(["generate", "a red dog", "--assets", str(tiny_assets), "--out", str(out),
+                         "--diffusion-model", str(turbo), *extra])
+        assert code == 0, capsys.readouterr().err
+        report = json.loads((out / "report.json").read_text())
+        assert report["diffusion"]["steps"] == steps and report["settings"]["guidance_scale"] == guidance
+    # a turbo model that cannot load: the embedded model stands in, with its own settings
+    code = cli.main(["generate", "a red circle", "--assets", str(tiny_assets), "--out", str(tmp_path / "fallback"),
+                     "--diffusion-model", "no-such-org/sd-turbo"])
+    assert code == 0
+    report = json.loads((tmp_path / "fallback" / "report.json").read_text())
+    assert report["diffusion"]["model"] == EMBEDDED and report["diffusion"]["steps"] == GenerationSettings().num_inference_steps
 
 
 def test_a_configured_tiny_autoencoder_makes_the_previews(tiny_hub_models, tmp_path):
