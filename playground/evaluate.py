@@ -2,6 +2,7 @@
 
     python -m playground.evaluate                 # 200 seen + 100 held-out prompts (about 10 min)
     python -m playground.evaluate --seen 20 --held-out 10
+    python -m playground.evaluate --paradigm autoregressive --temperature 0.6 --ar-guidance-scale 3   # other settings
 
 Seen prompts name every part (size, colour, shape, place, background) with colour-shape pairs
 that training saw; held-out prompts contain at least one pair training never saw. Prints a
@@ -21,7 +22,8 @@ import torch
 
 from .autoencoder import background_cells, psnr
 from .engine import load_engine
-from .settings import GenerationSettings
+from .cli import add_settings_arguments, settings_from_args
+from .settings import GenerationSettings, SettingsError
 from .shapes import caption, check, parse_prompt, render, sample_scene
 
 
@@ -96,14 +98,21 @@ def main(argv=None) -> None:
     p.add_argument("--examples", default="runs/eval-examples", help="folder for a few example pictures")
     p.add_argument("--out", default="runs/evaluation.json")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--autoencoder-scenes", type=int, default=500, help="scenes for the autoencoder's report (0: skip it)")
+    add_settings_arguments(p)  # the sampling settings, as `python -m playground generate` takes them (default: the app's)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as e:
+        p.error(str(e))
     engine = load_engine(args.assets)
-    settings = GenerationSettings()
-    ae = autoencoder_report(engine.autoregressive.autoencoder)
-    report = {"settings": settings.as_dict(), "autoencoder_psnr_db": ae["psnr_db"], "autoencoder": ae}
-    print(f"autoencoder: PSNR {ae['psnr_db']:.2f} dB, checker accepts {ae['reconstructions_matching']:.1%} of reconstructions, "
-          f"background cells coded as plain background {ae['background_code_agreement']:.1%}, {ae['codes_used']} codes used")
+    report = {"settings": settings.as_dict()}
+    if args.autoencoder_scenes > 0:
+        ae = autoencoder_report(engine.autoregressive.autoencoder, n=args.autoencoder_scenes)
+        report.update(autoencoder_psnr_db=ae["psnr_db"], autoencoder=ae)
+        print(f"autoencoder: PSNR {ae['psnr_db']:.2f} dB, checker accepts {ae['reconstructions_matching']:.1%} of reconstructions, "
+              f"background cells coded as plain background {ae['background_code_agreement']:.1%}, {ae['codes_used']} codes used")
     sets = {"seen": evaluation_prompts(args.seen, "exclude", 123), "held_out": evaluation_prompts(args.held_out, "require", 456)}
     paradigms = ["diffusion", "autoregressive"] if args.paradigm == "both" else [args.paradigm]
     for paradigm in paradigms:

@@ -140,3 +140,19 @@ def test_bad_input_in_a_real_process(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "missing" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_takes_the_sampling_settings(tiny_assets, tmp_path, capsys):
+    from playground import evaluate
+
+    out = tmp_path / "evaluation.json"
+    evaluate.main(["--assets", str(tiny_assets), "--seen", "2", "--held-out", "1", "--paradigm", "autoregressive",
+                   "--temperature", "0.6", "--ar-guidance-scale", "3", "--autoencoder-scenes", "0",
+                   "--out", str(out), "--examples", str(tmp_path / "examples"), "--threads", "1"])
+    report = json.loads(out.read_text())
+    assert report["settings"]["temperature"] == 0.6 and report["settings"]["ar_guidance_scale"] == 3.0
+    assert report["autoregressive/seen"]["n"] == 2 and report["autoregressive/held_out"]["n"] == 1
+    assert "autoencoder" not in report and "diffusion/seen" not in report
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--assets", str(tiny_assets), "--temperature", "9"])
+    assert exit_info.value.code == 2 and "temperature must be between 0.0 and 5.0" in capsys.readouterr().err
