@@ -3,6 +3,7 @@
     python -m playground.evaluate_edits                      # 100 cases, default strength and rows (a few min)
     python -m playground.evaluate_edits --cases 20 --strengths 0.4 0.6 0.8 --keep-rows 4 8
     python -m playground.evaluate_edits --attributes colour            # "make the circle blue" only
+    python -m playground.evaluate_edits --guidance-scale 5 --temperature 0.6   # other sampling settings
 
 Each case is a rendered shapes-world picture and a new full prompt that changes exactly one
 attribute of it (an object's colour, shape, size or place, or the background: "make the circle
@@ -31,7 +32,8 @@ import torch
 
 from .editing import autoregressive_keep
 from .engine import load_engine
-from .settings import EditSettings
+from .cli import add_settings_arguments, settings_from_args
+from .settings import EditSettings, SettingsError
 from .shapes import Scene, caption, check, one_word_changes, parse_prompt, render, sample_scene, scene_from_prompt
 
 
@@ -141,11 +143,16 @@ def main(argv=None) -> None:
     p.add_argument("--examples", default="runs/edit-examples", help="folder for a few before|after pictures")
     p.add_argument("--out", default="runs/edit-evaluation.json")
     p.add_argument("--threads", type=int, default=2)
+    add_settings_arguments(p)  # the sampling settings, as `python -m playground edit` takes them (default: the app's)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    try:
+        settings = EditSettings(**vars(settings_from_args(args))).validated()
+    except SettingsError as e:
+        p.error(str(e))
     engine = load_engine(args.assets)
     cases = edit_cases(args.cases, attributes=tuple(args.attributes))
-    report = evaluate(engine, cases, d, args.strengths, args.keep_rows, Path(args.examples))
+    report = evaluate(engine, cases, settings, args.strengths, args.keep_rows, Path(args.examples))
     print(f"baselines: unedited picture passes the new prompt {report['baseline_unedited_passes']:.0%}, "
           f"rendered target passes {report['ceiling_rendered_target_passes']:.0%}; attributes changed: {report['attributes']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -416,3 +416,18 @@ def test_the_edit_tab_offers_the_examples(playground_app, tmp_path):
     assert chosen == prompt and region is picture
     edit = live.parse_edit(picture, region)  # what Edit then reads from the two editors
     assert np.array_equal(edit.picture, np.asarray(Image.open(path).convert("RGB"))) and edit.mask is None
+
+
+def test_evaluate_edits_reports_each_setting(tiny_assets, tmp_path):
+    from playground import evaluate_edits
+
+    out = tmp_path / "edit-evaluation.json"
+    evaluate_edits.main(["--assets", str(tiny_assets), "--cases", "3", "--strengths", "0.5", "--keep-rows", "8",
+                         "--guidance-scale", "5", "--steps", "4", "--out", str(out),
+                         "--examples", str(tmp_path / "examples"), "--threads", "1"])
+    report = json.loads(out.read_text())
+    assert report["n"] == 3 and report["settings"]["guidance_scale"] == 5.0 and report["settings"]["num_inference_steps"] == 4
+    assert set(report) >= {"diffusion strength 0.5", "autoregressive keep 8 rows"}
+    assert report["autoregressive keep 8 rows"]["kept_tokens_exact"] == 1.0  # kept tokens are copied, whatever the model
+    assert report["baseline_unedited_passes"] == 0.0  # a one-word change is not in the old picture
+    assert len(list((tmp_path / "examples").glob("*.png"))) == 6  # before|after strips, both paradigms
