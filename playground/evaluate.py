@@ -71,6 +71,8 @@ def autoencoder_report(autoencoder, n: int = 500, seed: int = 1000) -> dict:
     - psnr_db: of the reconstructions through the codebook;
     - reconstructions_matching: share of reconstructions the checker accepts for the scene's
       full caption (a ceiling on what either generator can reach);
+    - one_object_by_shape: the same for the one-object scenes, by size and shape ("small star":
+      {"matching", "n"}): which shapes the decoder cannot draw;
     - background_code_agreement: share of background cells (`background_cells`) coded exactly
       as the plain background of the same colour codes that cell (1.0: a plain cell has one code);
     - codes_used: distinct codes over the n scenes."""
@@ -81,9 +83,15 @@ def autoencoder_report(autoencoder, n: int = 500, seed: int = 1000) -> dict:
     plain = images[:, :1, :1].repeat(64, 1).repeat(64, 2)  # each picture's background alone
     plain_codes = autoencoder.latents_to_codes(autoencoder.encode(plain))  # (n, g*g): codes only, nothing to decode
     background = background_cells(images, autoencoder.grid).flatten(1).bool()  # (n, g*g)
+    matching = [check(r, caption(s)).ok for r, s in zip(recon, scenes)]
+    by_shape: dict[str, list[bool]] = {}
+    for scene, ok in zip(scenes, matching):
+        if len(scene.objects) == 1:
+            by_shape.setdefault(f"{scene.objects[0].size} {scene.objects[0].shape}", []).append(ok)
     return {
         "psnr_db": psnr(recon, images),
-        "reconstructions_matching": float(np.mean([check(r, caption(s)).ok for r, s in zip(recon, scenes)])),
+        "reconstructions_matching": float(np.mean(matching)),
+        "one_object_by_shape": {k: {"matching": float(np.mean(v)), "n": len(v)} for k, v in sorted(by_shape.items())},
         "background_code_agreement": float((codes == plain_codes)[background].float().mean()),
         "codes_used": int(len(torch.unique(codes))),
     }
@@ -113,6 +121,9 @@ def main(argv=None) -> None:
         report.update(autoencoder_psnr_db=ae["psnr_db"], autoencoder=ae)
         print(f"autoencoder: PSNR {ae['psnr_db']:.2f} dB, checker accepts {ae['reconstructions_matching']:.1%} of reconstructions, "
               f"background cells coded as plain background {ae['background_code_agreement']:.1%}, {ae['codes_used']} codes used")
+        worst = sorted(ae["one_object_by_shape"].items(), key=lambda kv: kv[1]["matching"])[:4]
+        print("  one-object reconstructions accepted, worst shapes: "
+              + ", ".join(f"{k} {v['matching']:.0%} of {v['n']}" for k, v in worst))
     sets = {"seen": evaluation_prompts(args.seen, "exclude", 123), "held_out": evaluation_prompts(args.held_out, "require", 456)}
     paradigms = ["diffusion", "autoregressive"] if args.paradigm == "both" else [args.paradigm]
     for paradigm in paradigms:

@@ -12,7 +12,7 @@ from playground.autoencoder import background_cells, object_cells, psnr
 from playground import train
 from playground.data import build_dataset, scene_from_json, scene_to_json, training_captions
 from playground.plots import plot_loss_curve
-from playground.shapes import caption, parse_prompt
+from playground.shapes import caption, parse_prompt, sample_scene
 
 
 @pytest.fixture
@@ -181,6 +181,11 @@ def test_autoencoder_report_on_a_tiny_autoencoder():
     assert report["reconstructions_matching"] == 0.0  # an untrained decoder draws no shapes
     assert 0.0 <= report["background_code_agreement"] <= 1.0 and 1 <= report["codes_used"] <= 512
     assert report["psnr_db"] < 20
+    by_shape = report["one_object_by_shape"]
+    assert all(k.split()[0] in ("small", "large") and v["matching"] == 0.0 for k, v in by_shape.items())
+    rng = np.random.default_rng(1000)  # the report's scenes
+    one_object = sum(len(sample_scene(rng, held_out="include").objects) == 1 for _ in range(6))
+    assert one_object > 0 and sum(v["n"] for v in by_shape.values()) == one_object
 
 
 def test_psnr():
