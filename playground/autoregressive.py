@@ -164,7 +164,9 @@ def autoregressive_progressive(
     use_cfg = guidance_scale != 1.0 and not enc.unconditional
     prompts = [model.prompt_encoder("").input_ids, enc.input_ids] if use_cfg else [enc.input_ids]
     seq = torch.tensor([p + [cfg.boi_token_id] for p in prompts], dtype=torch.long)  # (B, P + 1)
-    out = lm(input_ids=seq, use_cache=use_cache)
+    # (The prompt's padding is part of what the model was trained on, so nothing is masked: an
+    # all-ones mask says so, and keeps transformers from warning about padded input.)
+    out = lm(input_ids=seq, attention_mask=torch.ones_like(seq), use_cache=use_cache)
     evaluations = 1
     generator = torch.Generator().manual_seed(int(seed))
     codes = torch.full((n,), UNWRITTEN, dtype=torch.long)  # (g*g,)
@@ -219,7 +221,7 @@ def advance(lm, out, seq: torch.Tensor, tokens: list[int], offset: int, use_cach
     seq = torch.cat([seq, new], dim=1)
     if use_cache:
         return lm(input_ids=new, cache=out.cache, use_cache=True), seq
-    return lm(input_ids=seq, use_cache=False), seq
+    return lm(input_ids=seq, attention_mask=torch.ones_like(seq), use_cache=False), seq
 
 
 def sample(model: AutoregressiveModel, prompt: str, **kwargs):
