@@ -21,12 +21,14 @@ from diffusers import VQModel
 
 @dataclass
 class AutoencoderConfig:
-    block_out_channels: tuple[int, ...] = (16, 32, 64)  # 64 -> 32 -> 16: a 16x16 grid
+    block_out_channels: tuple[int, ...] = (32, 64, 64)  # 64 -> 32 -> 16: a 16x16 grid
     layers_per_block: int = 1
     latent_channels: int = 4
     num_vq_embeddings: int = 512
     norm_num_groups: int = 8
-    mid_block_add_attention: bool = True  # attention at 16x16 lets every code depend on the whole picture
+    # No attention in the middle block: with it every code depends on the whole picture, and a
+    # plain blue cell took one of dozens of codes (13.5 % agreement with the plain picture's; 70.6 % without)
+    mid_block_add_attention: bool = False
 
 
 def build_autoencoder(cfg: AutoencoderConfig = AutoencoderConfig()) -> VQModel:
@@ -114,6 +116,23 @@ class SharedAutoencoder:
         b, rows = codes.shape[0], codes.shape[1] // self.grid
         quant = self.vq.quantize.get_codebook_entry(codes.reshape(-1), (b, rows, self.grid, self.latent_channels))
         return tensor_to_images(self.vq.decode(quant, force_not_quantize=True).sample)
+
+    def preview_latents(self, latents: torch.Tensor) -> np.ndarray:
+        """decode_latents for the previews shown at every step, never a final picture: in
+        bfloat16 where the CPU computes it natively (8 against 12 ms a picture on the 2-core
+        machine; pixels a few levels off)."""
+        with self._preview_precision():
+            return self.decode_latents(latents)
+
+    def preview_codes(self, codes: torch.Tensor) -> np.ndarray:
+        """decode_codes for the previews of a grid still being written (see preview_latents)."""
+        with self._preview_precision():
+            return self.decode_codes(codes)
+
+    def _preview_precision(self):
+        device = next(self.vq.parameters()).device.type
+        fast = device == "cuda" or (device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=fast)
 
     def reconstruct(self, images: np.ndarray, batch: int = 200) -> tuple[np.ndarray, torch.Tensor]:
         """Pictures through the codebook and back, as the autoregressive model's codes would be

@@ -24,7 +24,8 @@ MIN_BOXED_CELL = 8  # the current cell is outlined once a cell is shown at least
 class Decoder(Protocol):
     """What frames decode through. Pictures are (B, H, W, 3) uint8; `preview(scale)` shows
     them `display_size * scale` pixels high. A decoder without `display_size` is shown at
-    DISPLAY_SIZE, one without `preview_latents` previews with `decode_latents`."""
+    DISPLAY_SIZE, one without `preview_latents` / `preview_codes` previews with `decode_latents`
+    / `decode_codes`."""
 
     display_size: int
 
@@ -37,6 +38,9 @@ class Decoder(Protocol):
     def decode_codes(self, codes: torch.Tensor) -> np.ndarray:
         """Codes (B, g*g) -> pictures. With `decodes_top_rows` set, also (B, r*g) -> the top r
         rows' part of the pictures."""
+
+    def preview_codes(self, codes: torch.Tensor) -> np.ndarray:
+        """As decode_codes, cheap enough for a grid still being written (optional)."""
 
 
 @dataclass
@@ -131,7 +135,10 @@ class AutoregressiveFrame(Frame):
             rows = decoded_rows(self.codes, self.grid, self.done) if partial else self.grid
             codes = self.codes[: rows * self.grid].clone()  # (rows * g,)
             codes[codes == UNWRITTEN] = 0
-            picture = self.autoencoder.decode_codes(codes[None])[0]  # (rows * cell, W, 3)
+            decode_codes = self.autoencoder.decode_codes
+            if not self.done:  # a preview: the cheap decode where there is one
+                decode_codes = getattr(self.autoencoder, "preview_codes", decode_codes)
+            picture = decode_codes(codes[None])[0]  # (rows * cell, W, 3)
             if rows == self.grid:
                 return picture
             full = np.zeros((picture.shape[1],) * 2 + (3,), dtype=np.uint8)

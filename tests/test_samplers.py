@@ -358,3 +358,17 @@ def test_gif_and_strip_decode_only_the_frames_they_show(tiny_engine, ar_run, dif
         assert gif.is_animated and gif.n_frames == 12 and gif.size == (256, 256)
     strip = comparison_strip(diff_run, ar_run, n=6, scale=2)
     assert strip.dtype == np.uint8 and strip.shape == (18 + 2 * (128 + 4), 110 + 6 * (128 + 4), 3)
+
+
+def test_previews_decode_cheaply_and_final_pictures_exactly(tiny_engine):
+    """Previews may decode in bfloat16 (SharedAutoencoder.preview_*); a finished run's picture
+    is always the full-precision decode."""
+    ae = tiny_engine.autoregressive.autoencoder
+    *_, last = tiny_engine.autoregressive_progressive(PROMPT, seed=2)
+    assert np.array_equal(last.image(), ae.decode_codes(last.codes[None])[0])
+    cheap, exact = ae.preview_codes(last.codes[None])[0], ae.decode_codes(last.codes[None])[0]
+    assert cheap.shape == exact.shape and np.abs(cheap.astype(int) - exact.astype(int)).mean() < 3
+    *_, final = tiny_engine.diffusion_progressive(PROMPT, num_inference_steps=3)
+    assert np.array_equal(final.image(), ae.decode_latents(final.latents)[0])
+    cheap, exact = ae.preview_latents(final.latents)[0], ae.decode_latents(final.latents)[0]
+    assert np.abs(cheap.astype(int) - exact.astype(int)).mean() < 3
