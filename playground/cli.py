@@ -143,7 +143,7 @@ def read_prompts(path: str) -> list[str]:
 
 
 def cmd_generate(args) -> int:
-    settings = settings_from_args(args)
+    settings_from_args(args)  # bad flags fail here, before the models load (the settings follow the loaded model)
     if args.prompts_file:
         if args.prompt:
             raise SettingsError("give a prompt or --prompts-file, not both")
