@@ -171,8 +171,10 @@ def test_edit_an_uploaded_picture(page, playground_app, tmp_path, monkeypatch):
     picture = render(Scene("yellow", (SceneObject("red", "circle", "large", "left"),))).repeat(2, 0).repeat(2, 1)
     Image.fromarray(np.dstack([picture, np.full(picture.shape[:2], 255, np.uint8)])).save(tmp_path / "upload.png")
     open_edit_tab(page)
-    page.locator("#edit-picture input[type=file]").set_input_files(str(tmp_path / "upload.png"))
-    time.sleep(2.5)  # the upload reaches the server and the region canvas (1 s was too short on 2 busy cores)
+    # Wait for the upload itself (seconds on 2 busy cores), then for the editor to take it as its value.
+    with page.expect_response(lambda r: "/upload" in r.url and r.request.method == "POST", timeout=30_000):
+        page.locator("#edit-picture input[type=file]").set_input_files(str(tmp_path / "upload.png"))
+    time.sleep(1.5)
     start_edit(page, "a large blue circle on the left on a yellow background")
     page.wait_for_function(EDIT_DONE, timeout=60_000)
     assert "128 kept" in page.inner_text("#ar-status") and "skipped" in page.inner_text("#diffusion-status")
