@@ -11,6 +11,7 @@ Same latent space, two ways to fill it. The diffusion model works on latents mul
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +82,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
 
 
+@functools.cache
+def native_bfloat16(device: str) -> bool:
+    """Whether `device` ("cpu", "cuda", ...) computes bfloat16 natively (asked once)."""
+    return device == "cuda" or (device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 class SharedAutoencoder:
     """The operations both samplers need, on a loaded VQModel."""
 
@@ -131,8 +138,7 @@ class SharedAutoencoder:
 
     def _preview_precision(self):
         device = next(self.vq.parameters()).device.type
-        fast = device == "cuda" or (device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        return torch.autocast(device, dtype=torch.bfloat16, enabled=fast)
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=native_bfloat16(device))
 
     def reconstruct(self, images: np.ndarray, batch: int = 200) -> tuple[np.ndarray, torch.Tensor]:
         """Pictures through the codebook and back, as the autoregressive model's codes would be
