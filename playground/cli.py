@@ -80,6 +80,11 @@ def settings_from_args(args, diffusion_model: str = "") -> GenerationSettings:
     ).validated()
 
 
+def edit_settings_from_args(args, **edit) -> EditSettings:
+    """settings_from_args plus an edit's own settings (strength, keep_rows; defaults where not given)."""
+    return EditSettings(**vars(settings_from_args(args)), **edit).validated()
+
+
 def generate_one(engine, prompt: str, settings: GenerationSettings, out: Path, edit=None) -> dict:
     """Run both samplers on one prompt (an edit of `edit`, an editing.EditInput, if given) and
     write the run folder; returns the report."""
@@ -167,7 +172,7 @@ def cmd_generate(args) -> int:
 def cmd_edit(args) -> int:
     from .editing import load_edit
 
-    settings = EditSettings(**vars(settings_from_args(args)), strength=args.strength, keep_rows=args.keep_rows).validated()
+    settings = edit_settings_from_args(args, strength=args.strength, keep_rows=args.keep_rows)
     prompt = validate_prompt(args.prompt or "")
     edit = load_edit(args.image, args.mask)
     from .engine import load_engine

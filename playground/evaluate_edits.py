@@ -32,7 +32,7 @@ import torch
 
 from .editing import autoregressive_keep
 from .engine import load_engine
-from .cli import add_settings_arguments, settings_from_args
+from .cli import add_settings_arguments, edit_settings_from_args
 from .settings import EditSettings, SettingsError
 from .shapes import Scene, caption, check, one_word_changes, parse_prompt, render, sample_scene, scene_from_prompt
 
@@ -147,7 +147,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        settings = EditSettings(**vars(settings_from_args(args))).validated()
+        settings = edit_settings_from_args(args)
     except SettingsError as e:
         p.error(str(e))
     engine = load_engine(args.assets)
