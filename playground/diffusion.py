@@ -1,5 +1,11 @@
 """The embedded diffusion model: a diffusers UNet2DConditionModel that denoises the shared
-autoencoder's continuous latent, steered by a small CLIP text encoder through cross-attention.
+autoencoder's continuous latent, steered by a small text encoder through cross-attention.
+
+The text encoder is a transformers `SiglipTextModel`: CLIP's text tower without the causal mask.
+In "a red square on the left and a green circle on the right" a causal encoder's "red" cannot
+see the "left" that follows it, so the UNet had to guess which colour goes where (with CLIP,
+two-object prompts often came out with places or colours swapped); bidirectional, every word
+knows its object's place. Checkpoints with a CLIP text encoder still load (`load_text_encoder`).
 
 The scheduler is separate from the network (diffusers style): DDPM is used for training and
 any of `SCHEDULERS` for sampling. `diffusion_progressive()` is the sampler, a generator that
@@ -10,8 +16,10 @@ yields one `DiffusionFrame` per denoising step; `sample()` drains it.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +30,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextModel, PreTrainedModel, SiglipTextConfig, SiglipTextModel
 
 from .autoencoder import SharedAutoencoder
 from .editing import mask_to_grid, start_step
@@ -72,21 +80,61 @@ def build_unet(cfg: DiffusionConfig, latent_channels: int = 4, grid: int = 16) -
     )
 
 
-def build_text_encoder(cfg: DiffusionConfig, vocab_size: int, pad_id: int, bos_id: int) -> CLIPTextModel:
-    return CLIPTextModel(
-        CLIPTextConfig(
+def build_text_encoder(cfg: DiffusionConfig, vocab_size: int, pad_id: int, bos_id: int) -> SiglipTextModel:
+    return SiglipTextModel(
+        SiglipTextConfig(
             vocab_size=vocab_size,
             hidden_size=cfg.text_hidden_size,
             intermediate_size=cfg.text_hidden_size * 4,
             num_hidden_layers=cfg.text_layers,
             num_attention_heads=cfg.text_heads,
             max_position_embeddings=MAX_PROMPT_TOKENS,
+            hidden_act="quick_gelu",  # CLIP's, so a CLIP text encoder's weights carry over
             pad_token_id=pad_id,
             bos_token_id=bos_id,
             eos_token_id=bos_id,
-            projection_dim=cfg.text_hidden_size,
+            projection_size=cfg.text_hidden_size,
         )
     )
+
+
+TEXT_ENCODERS = {"siglip_text_model": SiglipTextModel, "clip_text_model": CLIPTextModel}
+
+
+def load_text_encoder(folder) -> PreTrainedModel:
+    """A saved text encoder, by the model type its config names: the bidirectional SigLIP text
+    model, or a causal CLIP one (earlier checkpoints). Safetensors only."""
+    model_type = json.loads((Path(folder) / "config.json").read_text()).get("model_type")
+    if model_type not in TEXT_ENCODERS:
+        raise ValueError(f"text encoder type {model_type!r} is not one of {', '.join(TEXT_ENCODERS)}")
+    return TEXT_ENCODERS[model_type].from_pretrained(folder, use_safetensors=True)
+
+
+def bidirectional_from(text_encoder: PreTrainedModel) -> SiglipTextModel:
+    """A SigLIP (bidirectional) text encoder holding a CLIP text encoder's weights: the two share
+    every layer's name and shape; SigLIP's unused projection head starts fresh. Lets a diffusion
+    model trained with a causal encoder be fine-tuned rather than trained again."""
+    c = text_encoder.config
+    new = SiglipTextModel(
+        SiglipTextConfig(
+            vocab_size=c.vocab_size,
+            hidden_size=c.hidden_size,
+            intermediate_size=c.intermediate_size,
+            num_hidden_layers=c.num_hidden_layers,
+            num_attention_heads=c.num_attention_heads,
+            max_position_embeddings=c.max_position_embeddings,
+            hidden_act=c.hidden_act,
+            layer_norm_eps=c.layer_norm_eps,
+            pad_token_id=c.pad_token_id,
+            bos_token_id=c.bos_token_id,
+            eos_token_id=c.eos_token_id,
+            projection_size=c.hidden_size,
+        )
+    )
+    missing, unexpected = new.load_state_dict(text_encoder.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("head.") for k in missing):
+        raise ValueError(f"text encoder weights do not carry over: missing {missing}, unexpected {unexpected}")
+    return new
 
 
 def build_train_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
@@ -120,7 +168,7 @@ class DiffusionModel:
     """Everything the diffusion sampler needs, loaded."""
 
     unet: UNet2DConditionModel
-    text_encoder: CLIPTextModel
+    text_encoder: PreTrainedModel  # SiglipTextModel (or CLIPTextModel in earlier checkpoints)
     prompt_encoder: PromptEncoder
     autoencoder: SharedAutoencoder
     scheduler_config: dict
@@ -133,9 +181,14 @@ class DiffusionModel:
 def encode_text(text_encoder, unet, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The UNet's two text inputs for prompt ids (B, T), left-padded: every token's state for
     cross-attention (B, T, D), and the pooled prompt for the timestep embedding (B, D) or None
-    when the UNet has no class embedding. The pooled state is the last token's: with causal
-    attention and left padding, it is the one that has read the whole prompt."""
-    hidden = text_encoder(input_ids=input_ids).last_hidden_state  # (B, T, D)
+    when the UNet has no class embedding. The pooled state is the last token's: with left
+    padding it is always a word of the prompt, and it has read the whole prompt (bidirectional
+    or causal). A bidirectional encoder is told where the padding is; a causal one never looks
+    ahead, so the padding on the left is as it was in training."""
+    mask = None
+    if text_encoder.config.model_type != "clip_text_model":
+        mask = (input_ids != text_encoder.config.pad_token_id).long()  # (B, T)
+    hidden = text_encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state  # (B, T, D)
     pooled = hidden[:, -1] if unet.config.class_embed_type is not None else None  # (B, D)
     return hidden, pooled
 

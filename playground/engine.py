@@ -3,7 +3,7 @@
     assets/
       tokenizer/tokenizer.json      word-level tokenizer (tokenizers)
       vqvae/                        the shared autoencoder (diffusers VQModel)
-      unet/  text_encoder/  scheduler/   the diffusion model (diffusers + transformers CLIP)
+      unet/  text_encoder/  scheduler/   the diffusion model (diffusers + a transformers text encoder)
       transformer/                  the autoregressive model (transformers GPT-2)
 
 `load_engine(folder)` loads them all with `from_pretrained` (safetensors only) and returns an
@@ -24,7 +24,7 @@ import torch
 
 from .autoencoder import SharedAutoencoder
 from .autoregressive import AutoregressiveModel, autoregressive_progressive
-from .diffusion import SCHEDULERS, DiffusionModel, diffusion_progressive
+from .diffusion import SCHEDULERS, DiffusionModel, diffusion_progressive, load_text_encoder
 from .hub import EMBEDDED, ModelLoadError, configured_models, load_hub_model
 from .settings import SettingsError
 from .text import EncodedPrompt, PromptEncoder
@@ -96,7 +96,7 @@ def load_engine(folder: str | Path | None = None, diffusion_model=None, autoregr
     """Load both embedded models from `folder` (default: the shipped assets/), and the real
     models asked for (ids or folders; None: PLAYGROUND_DIFFUSION_MODEL / _AUTOREGRESSIVE_MODEL)."""
     from diffusers import UNet2DConditionModel, VQModel
-    from transformers import AutoModelForCausalLM, CLIPTextModel
+    from transformers import AutoModelForCausalLM
 
     folder = Path(folder or os.environ.get("PLAYGROUND_ASSETS") or ASSETS_DIR)
     torch.set_flush_denormal(True)  # tiny floats otherwise slow these CPUs down several times
@@ -109,7 +109,7 @@ def load_engine(folder: str | Path | None = None, diffusion_model=None, autoregr
     prompt_encoder = PromptEncoder.from_pretrained(folder / "tokenizer")
     autoencoder = SharedAutoencoder(VQModel.from_pretrained(folder / "vqvae", use_safetensors=True))
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True).eval()
-    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True).eval()
+    text_encoder = load_text_encoder(folder / "text_encoder").eval()
     transformer = AutoModelForCausalLM.from_pretrained(folder / "transformer", use_safetensors=True).eval()
     from diffusers import DDPMScheduler
 

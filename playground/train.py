@@ -40,7 +40,7 @@ from tqdm import tqdm
 from .autoencoder import AutoencoderConfig, SharedAutoencoder, background_cells, build_autoencoder, images_to_tensor, object_cells, psnr
 from .autoregressive import AutoregressiveConfig, build_transformer, grow_depth, training_sequences
 from .data import CAPTION_DROP, build_dataset, training_captions
-from .diffusion import DiffusionConfig, build_text_encoder, build_train_scheduler, build_unet, encode_text
+from .diffusion import DiffusionConfig, bidirectional_from, build_text_encoder, build_train_scheduler, build_unet, encode_text, load_text_encoder
 from .plots import plot_loss_curve
 from .text import PromptEncoder, save_tokenizer
 
@@ -302,8 +302,14 @@ def train_diffusion(args) -> None:
     objects = dataset_object_cells(args, latents.shape[2]) if args.diffusion_object_weight else None
     pe = save_tokenizer_asset()
     cfg = DiffusionConfig()
-    unet = build_unet(cfg, latents.shape[1], latents.shape[2])
-    text_encoder = build_text_encoder(cfg, pe.vocab_size, pe.pad_id, pe.bos_id)
+    if args.diffusion_init:  # continue from a saved UNet and text encoder (how the shipped ones were refined)
+        from diffusers import UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_pretrained(Path(args.diffusion_init) / "unet", use_safetensors=True)
+        text_encoder = bidirectional_from(load_text_encoder(Path(args.diffusion_init) / "text_encoder"))
+    else:
+        unet = build_unet(cfg, latents.shape[1], latents.shape[2])
+        text_encoder = build_text_encoder(cfg, pe.vocab_size, pe.pad_id, pe.bos_id)
     sched = build_train_scheduler(cfg)
     dev = pick_device(args.device)
     unet.to(dev), text_encoder.to(dev)
@@ -418,6 +424,8 @@ def main(argv=None) -> None:
     p.add_argument("--diffusion-steps", type=int, default=10000)
     p.add_argument("--diffusion-batch", type=int, default=32)
     p.add_argument("--diffusion-lr", type=float, default=1e-3)
+    p.add_argument("--diffusion-init", default=None,
+                   help="start the UNet and text encoder from this saved model folder (its unet/ and text_encoder/; a causal CLIP encoder becomes bidirectional)")
     p.add_argument("--diffusion-object-weight", type=float, default=3.0,
                    help="extra loss weight on latent cells that an object touches (0: plain MSE)")
     p.add_argument("--ar-steps", type=int, default=8400)

@@ -1,6 +1,7 @@
 """Smoke tests of the training utilities, without training a real model."""
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -215,3 +216,53 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     for frame in engine.diffusion_progressive("a red circle", seed=0, num_inference_steps=2):
         pass
     assert frame.done and frame.image().shape == (64, 64, 3)
+
+    # Fine-tuning from a saved model folder (how the shipped diffusion model was refined): the
+    # run starts from those weights, not from a fresh network.
+    before = load_engine(tmp_path / "assets").diffusion.unet.state_dict()
+    shutil.rmtree(tmp_path / "runs" / "diffusion")
+    shutil.copytree(tmp_path / "assets", tmp_path / "init")
+    train.main(tiny + ["--stage", "diffusion", "--diffusion-init", str(tmp_path / "init"), "--diffusion-steps", "1"])
+    after = load_engine(tmp_path / "assets").diffusion.unet.state_dict()
+    fresh = train.build_unet(train.DiffusionConfig(), 4, 16).state_dict()
+    k = "conv_in.weight"
+    assert after[k].shape == before[k].shape
+    assert (after[k] - before[k]).abs().max() < 0.01 < (fresh[k] - before[k]).abs().max()
+
+
+def test_a_clip_text_encoder_carries_over_to_the_bidirectional_one(tmp_path):
+    """Earlier diffusion models used a causal CLIP text encoder: they still load, and their
+    weights carry over to the bidirectional SigLIP encoder, in which a word also reads the
+    words after it ("red" learns that its object is "on the left")."""
+    from transformers import CLIPTextConfig, CLIPTextModel, SiglipTextModel
+
+    from playground.diffusion import bidirectional_from, encode_text, load_text_encoder
+
+    torch.manual_seed(0)
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=20, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=8, pad_token_id=0, bos_token_id=1, eos_token_id=1))
+    clip.save_pretrained(tmp_path / "clip")
+    clip = load_text_encoder(tmp_path / "clip")
+    assert isinstance(clip, CLIPTextModel)
+    siglip = bidirectional_from(clip)
+    siglip.save_pretrained(tmp_path / "siglip")
+    siglip = load_text_encoder(tmp_path / "siglip")
+    assert isinstance(siglip, SiglipTextModel)
+    shared = clip.state_dict()
+    assert all(torch.equal(v, siglip.state_dict()[k]) for k, v in shared.items())
+
+    class NoPooling:  # encode_text asks the UNet whether it wants a pooled prompt
+        config = type("Config", (), {"class_embed_type": None})
+
+    ids = torch.tensor([[0, 0, 3, 4, 5, 6]])  # left-padded
+    changed = ids.clone()
+    changed[0, -1] = 7  # only the last word differs
+    for model, reads_ahead in ((clip, False), (siglip, True)):
+        with torch.no_grad():
+            a, b = encode_text(model, NoPooling, ids)[0], encode_text(model, NoPooling, changed)[0]  # (1, T, D)
+        assert bool((a[0, 2] - b[0, 2]).abs().max() > 1e-4) == reads_ahead, type(model).__name__
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ValueError, match="bert"):
+        load_text_encoder(tmp_path / "other")
