@@ -27,6 +27,10 @@ from .frames import UNWRITTEN, AutoregressiveFrame
 from .text import MAX_PROMPT_TOKENS, PromptEncoder
 
 NUM_CANDIDATES = 5
+# How the prompt's words are ordered for the model (saved in its config; see text.place_first):
+# causally read, "red" in "a red square on the left" cannot know its place, "on the left a red
+# square" it can. Models saved without the field read prompts as written.
+PROMPT_ORDER = "place_first"
 
 
 @dataclass
@@ -57,6 +61,7 @@ def build_transformer(cfg: AutoregressiveConfig, text_vocab_size: int, codebook_
     config.image_token_offset = text_vocab_size + 1
     config.codebook_size = codebook_size
     config.image_grid = grid
+    config.prompt_order = PROMPT_ORDER
     return GPT2LMHeadModel(config)
 
 
@@ -84,6 +89,11 @@ def grow_depth(lm: GPT2LMHeadModel, num_layers: int) -> GPT2LMHeadModel:
             torch.nn.init.zeros_(proj.bias)
     assert all(k.startswith("transformer.h.") or k == "lm_head.weight" for k in missing), missing
     return grown
+
+
+def prompt_order(config) -> str:
+    """The word order a saved model was trained on ("as_written" for models from before the field)."""
+    return getattr(config, "prompt_order", "as_written")
 
 
 def training_sequences(prompt_ids: torch.Tensor, codes: torch.Tensor, config) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,7 +166,7 @@ def autoregressive_progressive(
     """
     start = time.perf_counter()
     lm, cfg = model.transformer, model.transformer.config
-    enc = model.prompt_encoder(prompt)
+    enc = model.prompt_encoder(prompt, order=prompt_order(cfg))
     n = cfg.image_grid**2
     offset, k = cfg.image_token_offset, cfg.codebook_size
 

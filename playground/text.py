@@ -8,6 +8,11 @@ normalised (lower case, punctuation removed), words the tokenizer does not know 
 
 An empty prompt (or one with no known word) is a real request: unconditional generation.
 
+The autoregressive model reads its prompt causally (each word sees only the words before it),
+so it is given each object's place first: "a red square on the left" becomes "on the left a red
+square" (`place_first`), and "red" already knows where it goes. The words are the user's; only
+their order changes.
+
     python -m playground.text "a big red star, please"
 """
 
@@ -19,7 +24,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-from .shapes import SIZE_SYNONYMS, VOCABULARY, normalize_prompt
+from .shapes import PLACE_PHRASES, SIZE_SYNONYMS, VOCABULARY, normalize_prompt
 
 PAD, UNK, BOS = "[PAD]", "[UNK]", "[BOS]"
 SPECIAL_TOKENS = (PAD, UNK, BOS)
@@ -27,6 +32,35 @@ MAX_PROMPT_TOKENS = 24  # BOS + up to 23 words; the grammar's longest caption ha
 MAX_PROMPT_CHARS = 1000  # longer prompts are refused by the front ends (settings.validate_prompt)
 # Words that mean the same are given to the models as one word (training captions use these).
 CANONICAL = {**SIZE_SYNONYMS, "an": "a"}
+
+
+_PLACES = [phrase.split() for phrase in PLACE_PHRASES.values()]
+
+
+def place_first(words: list[str]) -> list[str]:
+    """Each object's place phrase moved to the front of its object (objects are split at "and");
+    everything else keeps its order:
+    a small red square on the left and a blue star on the right on a white background ->
+    on the left a small red square and on the right a blue star on a white background"""
+    out: list[str] = []
+    segment: list[str] = []
+
+    def flush() -> None:
+        for i in range(len(segment) - 2):
+            if segment[i : i + 3] in _PLACES:
+                segment[:] = segment[i : i + 3] + segment[:i] + segment[i + 3 :]
+                break
+        out.extend(segment)
+        segment.clear()
+
+    for word in words:
+        if word == "and":
+            flush()
+            out.append(word)
+        else:
+            segment.append(word)
+    flush()
+    return out
 
 
 def build_tokenizer() -> Tokenizer:
@@ -87,10 +121,13 @@ class PromptEncoder:
             raise FileNotFoundError(f"no tokenizer.json in {folder}")
         return cls(Tokenizer.from_file(str(path)))
 
-    def __call__(self, prompt: str | None) -> EncodedPrompt:
+    def __call__(self, prompt: str | None, order: str = "as_written") -> EncodedPrompt:
+        """order: "as_written", or "place_first" (each object's place before it, `place_first`)."""
         prompt = prompt or ""
         words = normalize_prompt(prompt)
         known = [CANONICAL.get(w, w) for w in words if w in self.vocab and w not in SPECIAL_TOKENS]
+        if order == "place_first":
+            known = place_first(known)
         unknown = list(dict.fromkeys(w for w in words if w not in self.vocab or w in SPECIAL_TOKENS))
         truncated = len(known) > MAX_PROMPT_TOKENS - 1
         known = known[: MAX_PROMPT_TOKENS - 1]

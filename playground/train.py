@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .autoencoder import AutoencoderConfig, SharedAutoencoder, background_cells, build_autoencoder, images_to_tensor, object_cells, psnr
-from .autoregressive import AutoregressiveConfig, build_transformer, grow_depth, training_sequences
+from .autoregressive import PROMPT_ORDER, AutoregressiveConfig, build_transformer, grow_depth, training_sequences
 from .data import CAPTION_DROP, build_dataset, training_captions
 from .diffusion import DiffusionConfig, bidirectional_from, build_text_encoder, build_train_scheduler, build_unet, encode_text, load_text_encoder
 from .plots import plot_loss_curve
@@ -369,6 +369,7 @@ def train_autoregressive(args) -> None:
         lm = grow_depth(AutoModelForCausalLM.from_pretrained(args.ar_init, use_safetensors=True), args.ar_layers or 0)
     else:
         lm = build_transformer(AutoregressiveConfig(**({"num_layers": args.ar_layers} if args.ar_layers else {})), pe.vocab_size, vq_config["num_vq_embeddings"], grid, pe.pad_id, pe.bos_id)
+    lm.config.prompt_order = PROMPT_ORDER  # a model continued from an older one learns the new order
     dev = pick_device(args.device)
     lm.to(dev)
     opt = torch.optim.AdamW(lm.parameters(), lr=args.ar_lr, weight_decay=0.01, betas=(0.9, 0.95))
@@ -378,7 +379,7 @@ def train_autoregressive(args) -> None:
     def step_fn(step: int) -> float:
         rng, _ = step_rngs(args.seed + 3, step)
         idx = rng.integers(len(codes), size=args.ar_batch)
-        ids = torch.tensor([pe(c).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, P)
+        ids = torch.tensor([pe(c, order=PROMPT_ORDER).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, P)
         input_ids, labels = training_sequences(ids, codes[idx], lm.config)  # (B, T)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(args.ar_bf16)):
             if objects is None:

@@ -372,3 +372,26 @@ def test_previews_decode_cheaply_and_final_pictures_exactly(tiny_engine):
     assert np.array_equal(final.image(), ae.decode_latents(final.latents)[0])
     cheap, exact = ae.preview_latents(final.latents)[0], ae.decode_latents(final.latents)[0]
     assert np.abs(cheap.astype(int) - exact.astype(int)).mean() < 3
+
+
+def test_the_autoregressive_sampler_orders_the_prompt_as_its_model_was_trained(tiny_engine, monkeypatch):
+    """A model saved with prompt_order "place_first" (the current recipe) reads each object's
+    place before it; one saved without the field reads the prompt as written."""
+    import dataclasses
+
+    from playground.autoregressive import PROMPT_ORDER, autoregressive_progressive, prompt_order
+
+    model = tiny_engine.autoregressive
+    assert prompt_order(model.transformer.config) == PROMPT_ORDER == "place_first"
+    orders = []
+
+    def recording(prompt, order="as_written"):
+        orders.append(order)
+        return model.prompt_encoder(prompt, order=order)
+
+    spy = dataclasses.replace(model, prompt_encoder=recording)
+    take(autoregressive_progressive(spy, PROMPT, seed=0), 1)
+    monkeypatch.delattr(model.transformer.config, "prompt_order")  # as a model from before the field
+    assert prompt_order(model.transformer.config) == "as_written"
+    take(autoregressive_progressive(spy, PROMPT, seed=0), 1)
+    assert orders[0] == "place_first" and orders[-1] == "as_written"

@@ -12,6 +12,7 @@ from playground.text import (
     SPECIAL_TOKENS,
     PromptEncoder,
     build_tokenizer,
+    place_first,
     save_tokenizer,
 )
 
@@ -117,3 +118,29 @@ def test_very_long_prompt_truncated_and_flagged(encoder):
     assert "cut" in enc.message()
     exact = encoder(" ".join(["a"] * (MAX_PROMPT_TOKENS - 1)))
     assert not exact.truncated and exact.input_ids[0] == encoder.bos_id
+
+
+@pytest.mark.parametrize(
+    "written, model_order",
+    [
+        ("a small red square on the left and a blue star on the right on a white background",
+         "on the left a small red square and on the right a blue star on a white background"),
+        ("a red circle at the top", "at the top a red circle"),
+        ("a red circle on a white background", "a red circle on a white background"),  # no place: unchanged
+        ("a red circle and a blue star in the center", "a red circle and in the center a blue star"),
+        ("", ""),
+        ("on the left", "on the left"),
+    ],
+)
+def test_place_first_moves_each_objects_place_before_it(written, model_order):
+    assert " ".join(place_first(written.split())) == model_order
+
+
+def test_the_encoder_orders_words_as_asked_and_keeps_the_users_words(encoder):
+    prompt = "a big red star on the right and a tiny blue heart on the left"
+    as_written, placed = encoder(prompt), encoder(prompt, order="place_first")
+    assert placed.words == place_first(as_written.words)
+    assert placed.words[:3] == ["on", "the", "right"]
+    assert sorted(placed.input_ids) == sorted(as_written.input_ids)  # the same words, reordered
+    assert placed.input_ids != as_written.input_ids
+    assert placed.unknown_words == as_written.unknown_words == []
