@@ -30,7 +30,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextModel, PreTrainedModel, SiglipTextConfig, SiglipTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedModel, SiglipTextConfig, SiglipTextModel
 
 from .autoencoder import SharedAutoencoder
 from .editing import mask_to_grid, start_step
@@ -46,6 +46,7 @@ class DiffusionConfig:
     text_hidden_size: int = 128  # = the UNet's cross_attention_dim
     text_layers: int = 2
     text_heads: int = 4
+    text_encoder: str = "siglip"  # bidirectional; "clip" is causal (the first shipped models)
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     # v-prediction with a zero-SNR last step and "trailing" sampling steps: sampling starts from
@@ -80,25 +81,30 @@ def build_unet(cfg: DiffusionConfig, latent_channels: int = 4, grid: int = 16) -
     )
 
 
-def build_text_encoder(cfg: DiffusionConfig, vocab_size: int, pad_id: int, bos_id: int) -> SiglipTextModel:
-    return SiglipTextModel(
-        SiglipTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=cfg.text_hidden_size,
-            intermediate_size=cfg.text_hidden_size * 4,
-            num_hidden_layers=cfg.text_layers,
-            num_attention_heads=cfg.text_heads,
-            max_position_embeddings=MAX_PROMPT_TOKENS,
-            hidden_act="quick_gelu",  # CLIP's, so a CLIP text encoder's weights carry over
-            pad_token_id=pad_id,
-            bos_token_id=bos_id,
-            eos_token_id=bos_id,
-            projection_size=cfg.text_hidden_size,
-        )
+def build_text_encoder(cfg: DiffusionConfig, vocab_size: int, pad_id: int, bos_id: int) -> PreTrainedModel:
+    """The prompt's encoder: SigLIP's text model (bidirectional), or CLIP's (causal) where
+    `cfg.text_encoder` is "clip", as the first shipped models were trained."""
+    config = dict(
+        vocab_size=vocab_size,
+        hidden_size=cfg.text_hidden_size,
+        intermediate_size=cfg.text_hidden_size * 4,
+        num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.text_heads,
+        max_position_embeddings=MAX_PROMPT_TOKENS,
+        hidden_act="quick_gelu",  # CLIP's, so a CLIP text encoder's weights carry over
+        pad_token_id=pad_id,
+        bos_token_id=bos_id,
+        eos_token_id=bos_id,
     )
+    if cfg.text_encoder == "clip":
+        return CLIPTextModel(CLIPTextConfig(**config, projection_dim=cfg.text_hidden_size))
+    return SiglipTextModel(SiglipTextConfig(**config, projection_size=cfg.text_hidden_size))
 
 
 TEXT_ENCODERS = {"siglip_text_model": SiglipTextModel, "clip_text_model": CLIPTextModel}
+# What a CLIP and a SigLIP text model's configs share (their layers have the same names and shapes).
+SHARED_TEXT_CONFIG = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                      "max_position_embeddings", "hidden_act", "layer_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id")
 
 
 def load_text_encoder(folder) -> PreTrainedModel:
@@ -115,22 +121,7 @@ def bidirectional_from(text_encoder: PreTrainedModel) -> SiglipTextModel:
     every layer's name and shape; SigLIP's unused projection head starts fresh. Lets a diffusion
     model trained with a causal encoder be fine-tuned rather than trained again."""
     c = text_encoder.config
-    new = SiglipTextModel(
-        SiglipTextConfig(
-            vocab_size=c.vocab_size,
-            hidden_size=c.hidden_size,
-            intermediate_size=c.intermediate_size,
-            num_hidden_layers=c.num_hidden_layers,
-            num_attention_heads=c.num_attention_heads,
-            max_position_embeddings=c.max_position_embeddings,
-            hidden_act=c.hidden_act,
-            layer_norm_eps=c.layer_norm_eps,
-            pad_token_id=c.pad_token_id,
-            bos_token_id=c.bos_token_id,
-            eos_token_id=c.eos_token_id,
-            projection_size=c.hidden_size,
-        )
-    )
+    new = SiglipTextModel(SiglipTextConfig(**{k: getattr(c, k) for k in SHARED_TEXT_CONFIG}, projection_size=c.hidden_size))
     missing, unexpected = new.load_state_dict(text_encoder.state_dict(), strict=False)
     if unexpected or any(not k.startswith("head.") for k in missing):
         raise ValueError(f"text encoder weights do not carry over: missing {missing}, unexpected {unexpected}")

@@ -301,12 +301,14 @@ def train_diffusion(args) -> None:
     # the outlines the checker looks at, not on the flat background (1 + w on object cells).
     objects = dataset_object_cells(args, latents.shape[2]) if args.diffusion_object_weight else None
     pe = save_tokenizer_asset()
-    cfg = DiffusionConfig()
+    cfg = DiffusionConfig(text_encoder=args.text_encoder)
     if args.diffusion_init:  # continue from a saved UNet and text encoder (how the shipped ones were refined)
         from diffusers import UNet2DConditionModel
 
         unet = UNet2DConditionModel.from_pretrained(Path(args.diffusion_init) / "unet", use_safetensors=True)
-        text_encoder = bidirectional_from(load_text_encoder(Path(args.diffusion_init) / "text_encoder"))
+        text_encoder = load_text_encoder(Path(args.diffusion_init) / "text_encoder")
+        if cfg.text_encoder == "siglip":
+            text_encoder = bidirectional_from(text_encoder)
     else:
         unet = build_unet(cfg, latents.shape[1], latents.shape[2])
         text_encoder = build_text_encoder(cfg, pe.vocab_size, pe.pad_id, pe.bos_id)
@@ -369,7 +371,7 @@ def train_autoregressive(args) -> None:
         lm = grow_depth(AutoModelForCausalLM.from_pretrained(args.ar_init, use_safetensors=True), args.ar_layers or 0)
     else:
         lm = build_transformer(AutoregressiveConfig(**({"num_layers": args.ar_layers} if args.ar_layers else {})), pe.vocab_size, vq_config["num_vq_embeddings"], grid, pe.pad_id, pe.bos_id)
-    lm.config.prompt_order = PROMPT_ORDER  # a model continued from an older one learns the new order
+    lm.config.prompt_order = args.ar_prompt_order  # a model continued from an older one learns the new order
     dev = pick_device(args.device)
     lm.to(dev)
     opt = torch.optim.AdamW(lm.parameters(), lr=args.ar_lr, weight_decay=0.01, betas=(0.9, 0.95))
@@ -379,7 +381,7 @@ def train_autoregressive(args) -> None:
     def step_fn(step: int) -> float:
         rng, _ = step_rngs(args.seed + 3, step)
         idx = rng.integers(len(codes), size=args.ar_batch)
-        ids = torch.tensor([pe(c, order=PROMPT_ORDER).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, P)
+        ids = torch.tensor([pe(c, order=args.ar_prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, P)
         input_ids, labels = training_sequences(ids, codes[idx], lm.config)  # (B, T)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(args.ar_bf16)):
             if objects is None:
@@ -426,12 +428,16 @@ def main(argv=None) -> None:
     p.add_argument("--diffusion-batch", type=int, default=32)
     p.add_argument("--diffusion-lr", type=float, default=1e-3)
     p.add_argument("--diffusion-init", default=None,
-                   help="start the UNet and text encoder from this saved model folder (its unet/ and text_encoder/; a causal CLIP encoder becomes bidirectional)")
+                   help="start the UNet and text encoder from this saved model folder (its unet/ and text_encoder/; a causal CLIP encoder becomes bidirectional unless --text-encoder clip)")
+    p.add_argument("--text-encoder", choices=["siglip", "clip"], default=DiffusionConfig.text_encoder,
+                   help="the diffusion model's text encoder: bidirectional SigLIP, or causal CLIP (the first shipped models)")
     p.add_argument("--diffusion-object-weight", type=float, default=3.0,
                    help="extra loss weight on latent cells that an object touches (0: plain MSE)")
     p.add_argument("--ar-steps", type=int, default=8400)
     p.add_argument("--ar-batch", type=int, default=16)
     p.add_argument("--ar-lr", type=float, default=2e-3)
+    p.add_argument("--ar-prompt-order", choices=["place_first", "as_written"], default=PROMPT_ORDER,
+                   help="word order of the autoregressive model's prompts (text.place_first; as_written: the first shipped models)")
     p.add_argument("--ar-init", default=None, help="start the transformer from this saved folder")
     p.add_argument("--ar-layers", type=int, default=None,
                    help="transformer depth; with --ar-init, a shallower saved model is grown to it by identity blocks")

@@ -205,7 +205,7 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     tiny = ["--device", "cpu", "--threads", "1", "--dataset-size", "48", "--test-size", "16", "--ae-steps", "2", "--ae-batch", "4",
             "--decoder-steps", "2", "--decoder-batch", "4", "--diffusion-steps", "2", "--diffusion-batch", "4",
             "--ar-steps", "2", "--ar-batch", "2", "--ae-channels", "8", "16", "16", "--ae-attention", "0", "--ae-background-weight", "1", "--diffusion-object-weight", "3", "--ar-object-weight", "3", "--caption-drop", "0.1"]
-    train.main(tiny)
+    train.main(tiny + ["--text-encoder", "clip", "--ar-prompt-order", "as_written"])  # as the first shipped models
     for folder in ("vqvae", "unet", "text_encoder", "scheduler", "transformer", "tokenizer"):
         assert any((tmp_path / "assets" / folder).iterdir()), folder
     assert not list((tmp_path / "assets").rglob("*.bin")), "weights are saved as safetensors only"
@@ -217,13 +217,23 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
         pass
     assert frame.done and frame.image().shape == (64, 64, 3)
 
-    # Fine-tuning from a saved model folder (how the shipped diffusion model was refined): the
-    # run starts from those weights, not from a fresh network.
-    before = load_engine(tmp_path / "assets").diffusion.unet.state_dict()
+    assert engine.diffusion.text_encoder.config.model_type == "clip_text_model"
+    assert engine.autoregressive.transformer.config.prompt_order == "as_written"
+
+    # Fine-tuning from a saved model folder (how the shipped models were refined): the run
+    # starts from those weights, not from a fresh network, and the causal CLIP text encoder
+    # becomes the bidirectional SigLIP one; the autoregressive model learns place-first prompts.
+    before = engine.diffusion.unet.state_dict()
     shutil.rmtree(tmp_path / "runs" / "diffusion")
     shutil.copytree(tmp_path / "assets", tmp_path / "init")
+    shutil.rmtree(tmp_path / "runs" / "autoregressive")
     train.main(tiny + ["--stage", "diffusion", "--diffusion-init", str(tmp_path / "init"), "--diffusion-steps", "1"])
-    after = load_engine(tmp_path / "assets").diffusion.unet.state_dict()
+    train.main(tiny + ["--stage", "autoregressive", "--ar-init", str(tmp_path / "init" / "transformer"), "--ar-steps", "1"])
+    tuned = load_engine(tmp_path / "assets")
+    assert tuned.diffusion.text_encoder.config.model_type == "siglip_text_model"
+    assert tuned.autoregressive.transformer.config.prompt_order == "place_first"
+    after = tuned.diffusion.unet.state_dict()
+    torch.manual_seed(123)  # a freshly initialised network, for scale
     fresh = train.build_unet(train.DiffusionConfig(), 4, 16).state_dict()
     k = "conv_in.weight"
     assert after[k].shape == before[k].shape
