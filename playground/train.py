@@ -428,9 +428,9 @@ def main(argv=None) -> None:
     p.add_argument("--diffusion-batch", type=int, default=32)
     p.add_argument("--diffusion-lr", type=float, default=1e-3)
     p.add_argument("--diffusion-init", default=None,
-                   help="start the UNet and text encoder from this saved model folder (its unet/ and text_encoder/; a causal CLIP encoder becomes bidirectional unless --text-encoder clip)")
+                   help="start the UNet and text encoder from this saved model folder (its unet/ and text_encoder/; with --text-encoder siglip a causal CLIP encoder becomes bidirectional)")
     p.add_argument("--text-encoder", choices=["siglip", "clip"], default=DiffusionConfig.text_encoder,
-                   help="the diffusion model's text encoder: bidirectional SigLIP, or causal CLIP (the first shipped models)")
+                   help="the diffusion model's text encoder: causal CLIP (shipped) or bidirectional SigLIP")
     p.add_argument("--diffusion-object-weight", type=float, default=3.0,
                    help="extra loss weight on latent cells that an object touches (0: plain MSE)")
     p.add_argument("--ar-steps", type=int, default=8400)

@@ -205,7 +205,7 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     tiny = ["--device", "cpu", "--threads", "1", "--dataset-size", "48", "--test-size", "16", "--ae-steps", "2", "--ae-batch", "4",
             "--decoder-steps", "2", "--decoder-batch", "4", "--diffusion-steps", "2", "--diffusion-batch", "4",
             "--ar-steps", "2", "--ar-batch", "2", "--ae-channels", "8", "16", "16", "--ae-attention", "0", "--ae-background-weight", "1", "--diffusion-object-weight", "3", "--ar-object-weight", "3", "--caption-drop", "0.1"]
-    train.main(tiny + ["--text-encoder", "clip", "--ar-prompt-order", "as_written"])  # as the first shipped models
+    train.main(tiny + ["--ar-prompt-order", "as_written"])  # as the autoregressive model was first trained
     for folder in ("vqvae", "unet", "text_encoder", "scheduler", "transformer", "tokenizer"):
         assert any((tmp_path / "assets" / folder).iterdir()), folder
     assert not list((tmp_path / "assets").rglob("*.bin")), "weights are saved as safetensors only"
@@ -220,14 +220,14 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     assert engine.diffusion.text_encoder.config.model_type == "clip_text_model"
     assert engine.autoregressive.transformer.config.prompt_order == "as_written"
 
-    # Fine-tuning from a saved model folder (how the shipped models were refined): the run
-    # starts from those weights, not from a fresh network, and the causal CLIP text encoder
-    # becomes the bidirectional SigLIP one; the autoregressive model learns place-first prompts.
+    # Fine-tuning from a saved model folder: the run starts from those weights, not from a fresh
+    # network; with --text-encoder siglip the causal CLIP text encoder becomes the bidirectional
+    # one; the autoregressive model learns place-first prompts (how the shipped one was made).
     before = engine.diffusion.unet.state_dict()
     shutil.rmtree(tmp_path / "runs" / "diffusion")
     shutil.copytree(tmp_path / "assets", tmp_path / "init")
     shutil.rmtree(tmp_path / "runs" / "autoregressive")
-    train.main(tiny + ["--stage", "diffusion", "--diffusion-init", str(tmp_path / "init"), "--diffusion-steps", "1"])
+    train.main(tiny + ["--stage", "diffusion", "--diffusion-init", str(tmp_path / "init"), "--diffusion-steps", "1", "--text-encoder", "siglip"])
     train.main(tiny + ["--stage", "autoregressive", "--ar-init", str(tmp_path / "init" / "transformer"), "--ar-steps", "1"])
     tuned = load_engine(tmp_path / "assets")
     assert tuned.diffusion.text_encoder.config.model_type == "siglip_text_model"
@@ -241,9 +241,9 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
 
 
 def test_a_clip_text_encoder_carries_over_to_the_bidirectional_one(tmp_path):
-    """Earlier diffusion models used a causal CLIP text encoder: they still load, and their
-    weights carry over to the bidirectional SigLIP encoder, in which a word also reads the
-    words after it ("red" learns that its object is "on the left")."""
+    """Both text encoders load by their config's type, and a causal CLIP encoder's weights
+    carry over to the bidirectional SigLIP one, in which a word also reads the words after it
+    ("red" can learn that its object is "on the left")."""
     from transformers import CLIPTextConfig, CLIPTextModel, SiglipTextModel
 
     from playground.diffusion import bidirectional_from, encode_text, load_text_encoder
