@@ -13,6 +13,10 @@ change, so it can run beside them) on the thread the autoregressive stage leaves
     python -m playground.train --stage diffusion --threads 1 &
     python -m playground.train --stage autoregressive --threads 1 && python -m playground.train --stage decoder --threads 1
 
+The shipped autoregressive model was trained on prompts as written (`--ar-prompt-order
+as_written`, 11,000 steps), then continued on place-first prompts (`--ar-init assets/transformer
+--ar-steps 3300 --ar-lr 1e-3`, with runs/autoregressive/ moved aside); README.md has the figures.
+
 Each stage shows a progress bar, saves a checkpoint to runs/<stage>/ every few hundred steps
 and resumes from it when restarted (so a run can span sessions), uses fixed seeds, and writes
 its loss curve to assets/<stage>-loss.png.
