@@ -24,12 +24,10 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
 from .autoencoder import SharedAutoencoder
 from .frames import UNWRITTEN, AutoregressiveFrame
-from .text import MAX_PROMPT_TOKENS, PromptEncoder
+from .text import MAX_PROMPT_TOKENS, PromptEncoder, prompt_order
 
 NUM_CANDIDATES = 5
-# How the prompt's words are ordered for the model (saved in its config; see text.place_first):
-# causally read, "red" in "a red square on the left" cannot know its place, "on the left a red
-# square" it can. Models saved without the field read prompts as written.
+# The word order this model is trained on (saved in its config as prompt_order; text.place_first).
 PROMPT_ORDER = "place_first"
 
 
@@ -89,11 +87,6 @@ def grow_depth(lm: GPT2LMHeadModel, num_layers: int) -> GPT2LMHeadModel:
             torch.nn.init.zeros_(proj.bias)
     assert all(k.startswith("transformer.h.") or k == "lm_head.weight" for k in missing), missing
     return grown
-
-
-def prompt_order(config) -> str:
-    """The word order a saved model was trained on ("as_written" for models from before the field)."""
-    return getattr(config, "prompt_order", "as_written")
 
 
 def training_sequences(prompt_ids: torch.Tensor, codes: torch.Tensor, config) -> tuple[torch.Tensor, torch.Tensor]:

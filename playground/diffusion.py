@@ -37,7 +37,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedModel, SiglipT
 from .autoencoder import SharedAutoencoder
 from .editing import mask_to_grid, start_step
 from .frames import DiffusionFrame
-from .text import MAX_PROMPT_TOKENS, PromptEncoder
+from .text import MAX_PROMPT_TOKENS, PromptEncoder, prompt_order
 
 
 @dataclass
@@ -220,7 +220,7 @@ def diffusion_progressive(
     replaced by the picture's latent noised to the next step's level (simple RePaint blending).
     """
     start = time.perf_counter()
-    enc = model.prompt_encoder(prompt)
+    enc = model.prompt_encoder(prompt, order=prompt_order(model.text_encoder.config))
     sched = make_scheduler(scheduler, model.scheduler_config)
     ae = model.autoencoder
 

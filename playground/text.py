@@ -8,10 +8,11 @@ normalised (lower case, punctuation removed), words the tokenizer does not know 
 
 An empty prompt (or one with no known word) is a real request: unconditional generation.
 
-The autoregressive model reads its prompt causally (each word sees only the words before it),
-so it is given each object's place first: "a red square on the left" becomes "on the left a red
-square" (`place_first`), and "red" already knows where it goes. The words are the user's; only
-their order changes.
+A causal reader (the autoregressive model; CLIP's text encoder) sees each word with only the
+words before it, so a model can be given each object's place first: "a red square on the left"
+becomes "on the left a red square" (`place_first`), and "red" already knows where it goes. The
+words are the user's; only their order changes. Each model's config says which order it was
+trained on (`prompt_order`).
 
     python -m playground.text "a big red star, please"
 """
@@ -61,6 +62,12 @@ def place_first(words: list[str]) -> list[str]:
             segment.append(word)
     flush()
     return out
+
+
+def prompt_order(config) -> str:
+    """The word order a saved model was trained on, from its config's `prompt_order`:
+    "place_first", or "as_written" (also for models saved before the field)."""
+    return getattr(config, "prompt_order", "as_written")
 
 
 def build_tokenizer() -> Tokenizer:

@@ -317,6 +317,7 @@ def train_diffusion(args) -> None:
         unet = build_unet(cfg, latents.shape[1], latents.shape[2])
         text_encoder = build_text_encoder(cfg, pe.vocab_size, pe.pad_id, pe.bos_id)
     sched = build_train_scheduler(cfg)
+    text_encoder.config.prompt_order = args.diffusion_prompt_order  # read back by the sampler (text.prompt_order)
     dev = pick_device(args.device)
     unet.to(dev), text_encoder.to(dev)
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -329,7 +330,7 @@ def train_diffusion(args) -> None:
         rng, gen = step_rngs(args.seed + 2, step)
         idx = rng.integers(len(latents), size=args.diffusion_batch)
         x0 = latents[idx]  # (B, C, g, g)
-        ids = torch.tensor([pe(c).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, T)
+        ids = torch.tensor([pe(c, order=args.diffusion_prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, T)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)  # (B,)
         noise = torch.randn(x0.shape, generator=gen)  # drawn on the CPU: the same on every device
         weight = (1 + args.diffusion_object_weight * objects[idx]).to(dev) if objects is not None else None  # (B, 1, g, g)
@@ -435,6 +436,8 @@ def main(argv=None) -> None:
                    help="start the UNet and text encoder from this saved model folder (its unet/ and text_encoder/; with --text-encoder siglip a causal CLIP encoder becomes bidirectional)")
     p.add_argument("--text-encoder", choices=["siglip", "clip"], default=DiffusionConfig.text_encoder,
                    help="the diffusion model's text encoder: causal CLIP (shipped) or bidirectional SigLIP")
+    p.add_argument("--diffusion-prompt-order", choices=["as_written", "place_first"], default="as_written",
+                   help="word order of the diffusion model's prompts (text.place_first; as_written: shipped)")
     p.add_argument("--diffusion-object-weight", type=float, default=3.0,
                    help="extra loss weight on latent cells that an object touches (0: plain MSE)")
     p.add_argument("--ar-steps", type=int, default=8400)

@@ -379,7 +379,8 @@ def test_the_autoregressive_sampler_orders_the_prompt_as_its_model_was_trained(t
     place before it; one saved without the field reads the prompt as written."""
     import dataclasses
 
-    from playground.autoregressive import PROMPT_ORDER, autoregressive_progressive, prompt_order
+    from playground.autoregressive import PROMPT_ORDER, autoregressive_progressive
+    from playground.text import prompt_order
 
     model = tiny_engine.autoregressive
     assert prompt_order(model.transformer.config) == PROMPT_ORDER == "place_first"
@@ -395,3 +396,22 @@ def test_the_autoregressive_sampler_orders_the_prompt_as_its_model_was_trained(t
     assert prompt_order(model.transformer.config) == "as_written"
     take(autoregressive_progressive(spy, PROMPT, seed=0), 1)
     assert orders[0] == "place_first" and orders[-1] == "as_written"
+
+
+def test_the_diffusion_sampler_orders_the_prompt_as_its_text_encoder_was_trained(tiny_engine, monkeypatch):
+    import dataclasses
+
+    from playground.diffusion import diffusion_progressive
+
+    model = tiny_engine.diffusion
+    orders = []
+
+    def recording(prompt, order="as_written"):
+        orders.append(order)
+        return model.prompt_encoder(prompt, order=order)
+
+    spy = dataclasses.replace(model, prompt_encoder=recording)
+    take(diffusion_progressive(spy, PROMPT, seed=0, num_inference_steps=2), 1)
+    monkeypatch.setattr(model.text_encoder.config, "prompt_order", "place_first", raising=False)
+    take(diffusion_progressive(spy, PROMPT, seed=0, num_inference_steps=2), 1)
+    assert orders[0] == "as_written" and "place_first" in orders[1:]

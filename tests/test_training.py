@@ -227,10 +227,12 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     shutil.rmtree(tmp_path / "runs" / "diffusion")
     shutil.copytree(tmp_path / "assets", tmp_path / "init")
     shutil.rmtree(tmp_path / "runs" / "autoregressive")
-    train.main(tiny + ["--stage", "diffusion", "--diffusion-init", str(tmp_path / "init"), "--diffusion-steps", "1", "--text-encoder", "siglip"])
+    train.main(tiny + ["--stage", "diffusion", "--diffusion-init", str(tmp_path / "init"), "--diffusion-steps", "1", "--text-encoder", "siglip",
+                       "--diffusion-prompt-order", "place_first"])
     train.main(tiny + ["--stage", "autoregressive", "--ar-init", str(tmp_path / "init" / "transformer"), "--ar-steps", "1"])
     tuned = load_engine(tmp_path / "assets")
     assert tuned.diffusion.text_encoder.config.model_type == "siglip_text_model"
+    assert tuned.diffusion.text_encoder.config.prompt_order == "place_first"
     assert tuned.autoregressive.transformer.config.prompt_order == "place_first"
     after = tuned.diffusion.unet.state_dict()
     torch.manual_seed(123)  # a freshly initialised network, for scale
