@@ -40,6 +40,7 @@ def adherence(engine, prompts: list[str], settings: GenerationSettings, paradigm
     ok, seconds, failures = 0, [], []
     by_objects: dict[int, list[bool]] = {}  # one object or two: where the models fail
     alone: list[bool] = []  # each object of a two-object prompt, checked by itself
+    swapped: list[bool] = []  # a two-object picture that fails, but matches with the two places swapped
     for i, prompt in enumerate(prompts):
         t0 = time.perf_counter()
         frame = None
@@ -53,6 +54,9 @@ def adherence(engine, prompts: list[str], settings: GenerationSettings, paradigm
         by_objects.setdefault(len(spec.objects), []).append(result.ok)
         if len(spec.objects) > 1:
             alone += [check(image, dataclasses.replace(spec, objects=[o], background=None)).ok for o in spec.objects]
+            a, b = spec.objects
+            places_swapped = [dataclasses.replace(a, place=b.place), dataclasses.replace(b, place=a.place)]
+            swapped.append(not result.ok and check(image, dataclasses.replace(spec, objects=places_swapped)).ok)
         if not result.ok and len(failures) < 5:
             failures.append({"prompt": prompt, "reasons": result.reasons})
         if examples is not None and i < 16:
@@ -63,6 +67,7 @@ def adherence(engine, prompts: list[str], settings: GenerationSettings, paradigm
     return {"adherence": ok / max(len(prompts), 1), "n": len(prompts),
             "by_objects": {str(k): {"adherence": float(np.mean(v)), "n": len(v)} for k, v in sorted(by_objects.items())},
             "objects_of_two_alone": float(np.mean(alone)) if alone else None,
+            "two_objects_places_swapped": float(np.mean(swapped)) if swapped else None,
             "seconds_per_image": float(np.mean(seconds)), "failures": failures}
 
 
@@ -134,7 +139,7 @@ def main(argv=None) -> None:
             report[f"{paradigm}/{name}"] = r
             split = ", ".join(f"{k} object{'s' * (k != '1')} {v['adherence']:.0%} of {v['n']}" for k, v in r["by_objects"].items())
             if r["objects_of_two_alone"] is not None:
-                split += f"; each of two, alone: {r['objects_of_two_alone']:.0%}"
+                split += f"; each of two, alone: {r['objects_of_two_alone']:.0%}; places swapped: {r['two_objects_places_swapped']:.0%}"
             print(f"{paradigm:15s} {name:9s} adherence {r['adherence']:6.1%} of {r['n']:3d} ({split})   "
                   f"{r['seconds_per_image']:.2f} s/image", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -308,3 +308,16 @@ def test_evaluation_counts_one_and_two_object_prompts_apart():
     assert result["adherence"] == 0.5
     assert result["by_objects"] == {"1": {"adherence": 1.0, "n": 3}, "2": {"adherence": 0.0, "n": 3}}
     assert result["objects_of_two_alone"] == 0.5  # the first object of each passes, the second does not
+    assert result["two_objects_places_swapped"] == 0.0
+
+    def swapping(prompt, **kwargs):  # two objects drawn, each at the other's place
+        scene = truth[prompt]
+        if len(scene.objects) == 2:
+            a, b = scene.objects
+            scene = replace(scene, objects=(replace(a, place=b.place), replace(b, place=a.place)))
+        picture = render(scene)
+        yield SimpleNamespace(image=lambda: picture)
+
+    result = adherence(SimpleNamespace(diffusion_progressive=swapping), list(truth), GenerationSettings(), "diffusion")
+    assert result["by_objects"]["2"]["adherence"] == 0.0
+    assert result["two_objects_places_swapped"] == 1.0
