@@ -36,6 +36,7 @@ CANONICAL = {**SIZE_SYNONYMS, "an": "a"}
 
 
 _PLACES = [phrase.split() for phrase in PLACE_PHRASES.values()]
+PROMPT_ORDERS = ("as_written", "place_first")  # how a model's prompt words are ordered (`prompt_order`)
 
 
 def place_first(words: list[str]) -> list[str]:
@@ -130,6 +131,8 @@ class PromptEncoder:
 
     def __call__(self, prompt: str | None, order: str = "as_written") -> EncodedPrompt:
         """order: "as_written", or "place_first" (each object's place before it, `place_first`)."""
+        if order not in PROMPT_ORDERS:
+            raise ValueError(f"unknown prompt order {order!r}; one of {', '.join(PROMPT_ORDERS)}")
         prompt = prompt or ""
         words = normalize_prompt(prompt)
         known = [CANONICAL.get(w, w) for w in words if w in self.vocab and w not in SPECIAL_TOKENS]

@@ -46,7 +46,7 @@ from .autoregressive import PROMPT_ORDER, AutoregressiveConfig, build_transforme
 from .data import CAPTION_DROP, build_dataset, training_captions
 from .diffusion import DiffusionConfig, bidirectional_from, build_text_encoder, build_train_scheduler, build_unet, encode_text, load_text_encoder
 from .plots import plot_loss_curve
-from .text import PromptEncoder, save_tokenizer
+from .text import PROMPT_ORDERS, PromptEncoder, save_tokenizer
 
 ASSETS = Path("assets")
 RUNS = Path("runs")
@@ -309,8 +309,9 @@ def train_diffusion(args) -> None:
     if args.diffusion_init:  # continue from a saved UNet and text encoder (how the shipped ones were refined)
         from diffusers import UNet2DConditionModel
 
-        unet = UNet2DConditionModel.from_pretrained(Path(args.diffusion_init) / "unet", use_safetensors=True)
-        text_encoder = load_text_encoder(Path(args.diffusion_init) / "text_encoder")
+        init = Path(args.diffusion_init)
+        unet = UNet2DConditionModel.from_pretrained(init / "unet", use_safetensors=True)
+        text_encoder = load_text_encoder(init / "text_encoder")
         if cfg.text_encoder == "siglip":
             text_encoder = bidirectional_from(text_encoder)
     else:
@@ -436,14 +437,14 @@ def main(argv=None) -> None:
                    help="start the UNet and text encoder from this saved model folder (its unet/ and text_encoder/; with --text-encoder siglip a causal CLIP encoder becomes bidirectional)")
     p.add_argument("--text-encoder", choices=["siglip", "clip"], default=DiffusionConfig.text_encoder,
                    help="the diffusion model's text encoder: causal CLIP (shipped) or bidirectional SigLIP")
-    p.add_argument("--diffusion-prompt-order", choices=["as_written", "place_first"], default="as_written",
+    p.add_argument("--diffusion-prompt-order", choices=PROMPT_ORDERS, default="as_written",
                    help="word order of the diffusion model's prompts (text.place_first; as_written: shipped)")
     p.add_argument("--diffusion-object-weight", type=float, default=3.0,
                    help="extra loss weight on latent cells that an object touches (0: plain MSE)")
     p.add_argument("--ar-steps", type=int, default=8400)
     p.add_argument("--ar-batch", type=int, default=16)
     p.add_argument("--ar-lr", type=float, default=2e-3)
-    p.add_argument("--ar-prompt-order", choices=["place_first", "as_written"], default=PROMPT_ORDER,
+    p.add_argument("--ar-prompt-order", choices=PROMPT_ORDERS, default=PROMPT_ORDER,
                    help="word order of the autoregressive model's prompts (text.place_first; as_written: the first shipped models)")
     p.add_argument("--ar-init", default=None, help="start the transformer from this saved folder")
     p.add_argument("--ar-layers", type=int, default=None,

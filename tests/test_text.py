@@ -144,3 +144,5 @@ def test_the_encoder_orders_words_as_asked_and_keeps_the_users_words(encoder):
     assert sorted(placed.input_ids) == sorted(as_written.input_ids)  # the same words, reordered
     assert placed.input_ids != as_written.input_ids
     assert placed.unknown_words == as_written.unknown_words == []
+    with pytest.raises(ValueError, match="prompt order"):
+        encoder(prompt, order="backwards")
