@@ -73,6 +73,26 @@ def step_rngs(seed: int, step: int) -> tuple[np.random.Generator, torch.Generato
     return np.random.default_rng((seed, step)), torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
+def batch_sampler(scenes: list, two_object_share: float | None = None):
+    """draw(rng, batch) -> training-set indices of one batch: uniform (about half the scenes have
+    two objects), or with each index drawn from the two-object scenes with `two_object_share`
+    probability (more practice on the prompts the models get wrong most)."""
+    if two_object_share is None:
+        return lambda rng, batch: rng.integers(len(scenes), size=batch)
+    if not 0.0 <= two_object_share <= 1.0:
+        raise ValueError(f"two_object_share must lie in [0, 1], got {two_object_share}")
+    two = np.array([len(s.objects) == 2 for s in scenes])
+    pools = np.flatnonzero(~two), np.flatnonzero(two)
+
+    def draw(rng: np.random.Generator, batch: int) -> np.ndarray:
+        pick_two = rng.random(batch) < two_object_share  # (B,)
+        one_idx = pools[0][rng.integers(len(pools[0]), size=batch)]
+        two_idx = pools[1][rng.integers(len(pools[1]), size=batch)]
+        return np.where(pick_two, two_idx, one_idx)
+
+    return draw
+
+
 class Checkpointer:
     """Saves and restores {model(s), optimizer, step, losses} under runs/<stage>/."""
 
@@ -318,6 +338,7 @@ def train_diffusion(args) -> None:
         unet = build_unet(cfg, latents.shape[1], latents.shape[2])
         text_encoder = build_text_encoder(cfg, pe.vocab_size, pe.pad_id, pe.bos_id)
     sched = build_train_scheduler(cfg)
+    draw = batch_sampler(scenes, args.two_object_share)
     text_encoder.config.prompt_order = args.diffusion_prompt_order  # read back by the sampler (text.prompt_order)
     dev = pick_device(args.device)
     unet.to(dev), text_encoder.to(dev)
@@ -329,7 +350,7 @@ def train_diffusion(args) -> None:
 
     def step_fn(step: int) -> float:
         rng, gen = step_rngs(args.seed + 2, step)
-        idx = rng.integers(len(latents), size=args.diffusion_batch)
+        idx = draw(rng, args.diffusion_batch)
         x0 = latents[idx]  # (B, C, g, g)
         ids = torch.tensor([pe(c, order=args.diffusion_prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, T)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)  # (B,)
@@ -382,11 +403,12 @@ def train_autoregressive(args) -> None:
     lm.to(dev)
     opt = torch.optim.AdamW(lm.parameters(), lr=args.ar_lr, weight_decay=0.01, betas=(0.9, 0.95))
     ckpt = Checkpointer("autoregressive", {"transformer": lm}, opt)
+    draw = batch_sampler(scenes, args.two_object_share)
     lm.train()
 
     def step_fn(step: int) -> float:
         rng, _ = step_rngs(args.seed + 3, step)
-        idx = rng.integers(len(codes), size=args.ar_batch)
+        idx = draw(rng, args.ar_batch)
         ids = torch.tensor([pe(c, order=args.ar_prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, P)
         input_ids, labels = training_sequences(ids, codes[idx], lm.config)  # (B, T)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(args.ar_bf16)):
@@ -416,6 +438,8 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset-size", type=int, default=40000)
     p.add_argument("--caption-drop", type=float, default=CAPTION_DROP, help="chance that each optional part of a training caption is left out")
+    p.add_argument("--two-object-share", type=float, default=None,
+                   help="share of each generator batch drawn from two-object scenes (default: as the data fall, about half)")
     p.add_argument("--test-size", type=int, default=1000, help="held-out scenes for the autoencoder's PSNR and latent scale")
     p.add_argument("--ae-steps", type=int, default=2500)
     p.add_argument("--ae-batch", type=int, default=24)
@@ -453,6 +477,8 @@ def main(argv=None) -> None:
                    help="extra loss weight on the codes of cells that an object touches (0: plain cross-entropy)")
     p.add_argument("--ar-bf16", type=int, default=1, help="bfloat16 autocast (faster on these CPUs)")
     args = p.parse_args(argv)
+    if args.two_object_share is not None and not 0.0 <= args.two_object_share <= 1.0:
+        p.error(f"--two-object-share must lie between 0 and 1, got {args.two_object_share}")
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # tiny values slow these CPUs down many times over
     stages = ["autoencoder", "decoder", "diffusion", "autoregressive"] if args.stage == "all" else [args.stage]

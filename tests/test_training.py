@@ -138,6 +138,26 @@ def test_dataset_cache_and_captions(tmp_path):
     assert all(" background" in c for c in full)
 
 
+def test_batch_sampler_uniform_or_with_a_share_of_two_object_scenes():
+    scenes = [sample_scene(np.random.default_rng(i)) for i in range(200)]
+    two = np.array([len(s.objects) == 2 for s in scenes])
+    uniform = train.batch_sampler(scenes)(np.random.default_rng(0), 4000)
+    assert uniform.min() >= 0 and uniform.max() < len(scenes)
+    assert abs(two[uniform].mean() - two.mean()) < 0.05  # as the data fall
+    for share in (0.0, 0.8, 1.0):
+        idx = train.batch_sampler(scenes, share)(np.random.default_rng(1), 4000)
+        assert abs(two[idx].mean() - share) < 0.03
+        assert len(np.unique(idx)) > 0.5 * (two.sum() if share == 1.0 else len(scenes) - two.sum() if share == 0 else len(scenes))
+    with pytest.raises(ValueError, match="two_object_share"):
+        train.batch_sampler(scenes, 1.5)
+
+
+def test_train_rejects_a_share_outside_0_1(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--stage", "diffusion", "--two-object-share", "2"])
+    assert "--two-object-share must lie between 0 and 1" in capsys.readouterr().err
+
+
 def test_object_cells_mark_the_latent_cells_an_object_touches():
     from playground.shapes import Scene, SceneObject, render
 
