@@ -83,12 +83,16 @@ def batch_sampler(scenes: list, two_object_share: float | None = None):
         raise ValueError(f"two_object_share must lie in [0, 1], got {two_object_share}")
     two = np.array([len(s.objects) == 2 for s in scenes])
     pools = np.flatnonzero(~two), np.flatnonzero(two)
+    if (two_object_share > 0 and not len(pools[1])) or (two_object_share < 1 and not len(pools[0])):
+        raise ValueError(f"two_object_share {two_object_share}: the training set lacks one-object or two-object scenes")
 
     def draw(rng: np.random.Generator, batch: int) -> np.ndarray:
         pick_two = rng.random(batch) < two_object_share  # (B,)
-        one_idx = pools[0][rng.integers(len(pools[0]), size=batch)]
-        two_idx = pools[1][rng.integers(len(pools[1]), size=batch)]
-        return np.where(pick_two, two_idx, one_idx)
+        idx = np.empty(batch, dtype=np.int64)
+        for pool, chosen in ((pools[0], ~pick_two), (pools[1], pick_two)):
+            if chosen.any():
+                idx[chosen] = pool[rng.integers(len(pool), size=int(chosen.sum()))]
+        return idx
 
     return draw
 

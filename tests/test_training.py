@@ -150,6 +150,10 @@ def test_batch_sampler_uniform_or_with_a_share_of_two_object_scenes():
         assert len(np.unique(idx)) > 0.5 * (two.sum() if share == 1.0 else len(scenes) - two.sum() if share == 0 else len(scenes))
     with pytest.raises(ValueError, match="two_object_share"):
         train.batch_sampler(scenes, 1.5)
+    only_one = [s for s in scenes if len(s.objects) == 1]
+    assert len(train.batch_sampler(only_one, 0.0)(np.random.default_rng(2), 8)) == 8
+    with pytest.raises(ValueError, match="lacks one-object or two-object scenes"):
+        train.batch_sampler(only_one, 0.5)
 
 
 def test_train_rejects_a_share_outside_0_1(capsys):
@@ -242,14 +246,16 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
 
     # Fine-tuning from a saved model folder: the run starts from those weights, not from a fresh
     # network; with --text-encoder siglip the causal CLIP text encoder becomes the bidirectional
-    # one; the autoregressive model learns place-first prompts (how the shipped one was made).
+    # one; the autoregressive model learns place-first prompts (how the shipped one was made),
+    # with more two-object scenes in its batches.
     before = engine.diffusion.unet.state_dict()
     shutil.rmtree(tmp_path / "runs" / "diffusion")
     shutil.copytree(tmp_path / "assets", tmp_path / "init")
     shutil.rmtree(tmp_path / "runs" / "autoregressive")
     train.main(tiny + ["--stage", "diffusion", "--diffusion-init", str(tmp_path / "init"), "--diffusion-steps", "1", "--text-encoder", "siglip",
                        "--diffusion-prompt-order", "place_first"])
-    train.main(tiny + ["--stage", "autoregressive", "--ar-init", str(tmp_path / "init" / "transformer"), "--ar-steps", "1"])
+    train.main(tiny + ["--stage", "autoregressive", "--ar-init", str(tmp_path / "init" / "transformer"), "--ar-steps", "1",
+                       "--two-object-share", "0.75"])
     tuned = load_engine(tmp_path / "assets")
     assert tuned.diffusion.text_encoder.config.model_type == "siglip_text_model"
     assert tuned.diffusion.text_encoder.config.prompt_order == "place_first"
