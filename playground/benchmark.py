@@ -20,7 +20,8 @@ import time
 
 import torch
 
-from .engine import build_random_assets, load_engine
+from .cli import load_engine_or_exit
+from .engine import build_random_assets
 from .settings import GenerationSettings
 
 PROMPT = "a large red circle on the left and a small blue star on the right on a yellow background"
@@ -62,7 +63,7 @@ def main(argv=None) -> None:
         tiny = build_tiny_hub_models(folder)
         args.assets = args.assets or build_random_assets(f"{folder}/assets")
         args.diffusion_model, args.autoregressive_model = str(tiny["diffusion"]), str(tiny["autoregressive"])
-    engine = load_engine(args.assets, diffusion_model=args.diffusion_model or "",
+    engine = load_engine_or_exit(p, args.assets, diffusion_model=args.diffusion_model or "",
                          autoregressive_model=args.autoregressive_model or "")
     for problem in engine.problems:
         print(f"warning: {problem}")

@@ -68,6 +68,17 @@ def load_engine_from_args(args):
     return engine
 
 
+def load_engine_or_exit(parser: argparse.ArgumentParser, folder, **models):
+    """load_engine for the measuring commands (evaluate, evaluate_edits, benchmark): a missing
+    or incomplete model folder ends the command with its one-line message, not a traceback."""
+    from .engine import ModelNotFoundError, load_engine
+
+    try:
+        return load_engine(folder, **models)
+    except ModelNotFoundError as e:
+        parser.error(str(e))
+
+
 def settings_from_args(args, diffusion_model: str = "") -> GenerationSettings:
     """The settings the flags give; --steps and --guidance-scale, when not given, are those that
     suit `diffusion_model` (settings.suggested_diffusion_settings; "": the embedded model)."""

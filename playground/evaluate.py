@@ -21,8 +21,7 @@ import numpy as np
 import torch
 
 from .autoencoder import background_cells, psnr
-from .engine import load_engine
-from .cli import add_settings_arguments, settings_from_args
+from .cli import add_settings_arguments, load_engine_or_exit, settings_from_args
 from .settings import GenerationSettings, SettingsError
 from .shapes import caption, check, parse_prompt, render, sample_scene
 
@@ -119,7 +118,7 @@ def main(argv=None) -> None:
         settings = settings_from_args(args)
     except SettingsError as e:
         p.error(str(e))
-    engine = load_engine(args.assets)
+    engine = load_engine_or_exit(p, args.assets)
     report = {"settings": settings.as_dict()}
     if args.autoencoder_scenes > 0:
         ae = autoencoder_report(engine.autoregressive.autoencoder, n=args.autoencoder_scenes)

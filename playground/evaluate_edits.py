@@ -31,8 +31,7 @@ import numpy as np
 import torch
 
 from .editing import autoregressive_keep
-from .engine import load_engine
-from .cli import add_settings_arguments, edit_settings_from_args
+from .cli import add_settings_arguments, edit_settings_from_args, load_engine_or_exit
 from .settings import EditSettings, SettingsError
 from .shapes import Scene, caption, check, one_word_changes, parse_prompt, render, sample_scene, scene_from_prompt
 
@@ -150,7 +149,7 @@ def main(argv=None) -> None:
         settings = edit_settings_from_args(args)
     except SettingsError as e:
         p.error(str(e))
-    engine = load_engine(args.assets)
+    engine = load_engine_or_exit(p, args.assets)
     cases = edit_cases(args.cases, attributes=tuple(args.attributes))
     report = evaluate(engine, cases, settings, args.strengths, args.keep_rows, Path(args.examples))
     print(f"baselines: unedited picture passes the new prompt {report['baseline_unedited_passes']:.0%}, "

@@ -156,3 +156,15 @@ def test_evaluate_takes_the_sampling_settings(tiny_assets, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["--assets", str(tiny_assets), "--temperature", "9"])
     assert exit_info.value.code == 2 and "temperature must be between 0.0 and 5.0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "evaluate_edits", "benchmark"])
+def test_measuring_commands_report_a_missing_model_folder_in_one_line(command, tmp_path, capsys):
+    import importlib
+
+    (tmp_path / "assets").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(f"playground.{command}").main(["--assets", str(tmp_path / "assets"), "--threads", "1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "incomplete" in err and "python -m playground.train" in err
+    assert "Traceback" not in err
