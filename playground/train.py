@@ -15,7 +15,10 @@ change, so it can run beside them) on the thread the autoregressive stage leaves
 
 The shipped autoregressive model was trained on prompts as written (`--ar-prompt-order
 as_written`, 11,000 steps), then continued on place-first prompts (`--ar-init assets/transformer
---ar-steps 3300 --ar-lr 1e-3`, with runs/autoregressive/ moved aside); README.md has the figures.
+--ar-steps 3300 --ar-lr 1e-3`), then with three quarters of each batch drawn from two-object
+scenes (`--ar-init assets/transformer --two-object-share 0.75 --ar-steps 3000 --ar-lr 5e-4`),
+then 85 % (`--two-object-share 0.85 --ar-steps 2400`, the rest the same), with
+runs/autoregressive/ moved aside before each continuation; README.md has the figures.
 
 Each stage shows a progress bar, saves a checkpoint to runs/<stage>/ every few hundred steps
 and resumes from it when restarted (so a run can span sessions), uses fixed seeds, and writes
