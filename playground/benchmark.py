@@ -64,7 +64,7 @@ def main(argv=None) -> None:
         args.assets = args.assets or build_random_assets(f"{folder}/assets")
         args.diffusion_model, args.autoregressive_model = str(tiny["diffusion"]), str(tiny["autoregressive"])
     engine = load_engine_or_exit(p, args.assets, diffusion_model=args.diffusion_model or "",
-                         autoregressive_model=args.autoregressive_model or "")
+                                 autoregressive_model=args.autoregressive_model or "")
     for problem in engine.problems:
         print(f"warning: {problem}")
     s = GenerationSettings()

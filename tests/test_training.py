@@ -147,7 +147,8 @@ def test_batch_sampler_uniform_or_with_a_share_of_two_object_scenes():
     for share in (0.0, 0.8, 1.0):
         idx = train.batch_sampler(scenes, share)(np.random.default_rng(1), 4000)
         assert abs(two[idx].mean() - share) < 0.03
-        assert len(np.unique(idx)) > 0.5 * (two.sum() if share == 1.0 else len(scenes) - two.sum() if share == 0 else len(scenes))
+        pool_size = {0.0: (~two).sum(), 1.0: two.sum()}.get(share, len(scenes))
+        assert len(np.unique(idx)) > 0.5 * pool_size  # drawn across the pool, not a few scenes
     with pytest.raises(ValueError, match="two_object_share"):
         train.batch_sampler(scenes, 1.5)
     only_one = [s for s in scenes if len(s.objects) == 1]
@@ -157,9 +158,9 @@ def test_batch_sampler_uniform_or_with_a_share_of_two_object_scenes():
 
 
 def test_train_rejects_a_share_outside_0_1(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         train.main(["--stage", "diffusion", "--two-object-share", "2"])
-    assert "--two-object-share must lie between 0 and 1" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--two-object-share must lie between 0 and 1" in capsys.readouterr().err
 
 
 def test_object_cells_mark_the_latent_cells_an_object_touches():
