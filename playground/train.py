@@ -76,14 +76,18 @@ def step_rngs(seed: int, step: int) -> tuple[np.random.Generator, torch.Generato
     return np.random.default_rng((seed, step)), torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
+def check_two_object_share(share: float) -> None:
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"--two-object-share must lie between 0 and 1, got {share}")
+
+
 def batch_sampler(scenes: list, two_object_share: float | None = None):
     """draw(rng, batch) -> training-set indices of one batch: uniform (about half the scenes have
     two objects), or with each index drawn from the two-object scenes with `two_object_share`
     probability (more practice on the prompts the models get wrong most)."""
     if two_object_share is None:
         return lambda rng, batch: rng.integers(len(scenes), size=batch)
-    if not 0.0 <= two_object_share <= 1.0:
-        raise ValueError(f"two_object_share must lie in [0, 1], got {two_object_share}")
+    check_two_object_share(two_object_share)
     two = np.array([len(s.objects) == 2 for s in scenes])
     pools = np.flatnonzero(~two), np.flatnonzero(two)
     if (two_object_share > 0 and not len(pools[1])) or (two_object_share < 1 and not len(pools[0])):
@@ -484,8 +488,11 @@ def main(argv=None) -> None:
                    help="extra loss weight on the codes of cells that an object touches (0: plain cross-entropy)")
     p.add_argument("--ar-bf16", type=int, default=1, help="bfloat16 autocast (faster on these CPUs)")
     args = p.parse_args(argv)
-    if args.two_object_share is not None and not 0.0 <= args.two_object_share <= 1.0:
-        p.error(f"--two-object-share must lie between 0 and 1, got {args.two_object_share}")
+    if args.two_object_share is not None:
+        try:  # before any data or model loads
+            check_two_object_share(args.two_object_share)
+        except ValueError as e:
+            p.error(str(e))
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # tiny values slow these CPUs down many times over
     stages = ["autoencoder", "decoder", "diffusion", "autoregressive"] if args.stage == "all" else [args.stage]

@@ -149,7 +149,7 @@ def test_batch_sampler_uniform_or_with_a_share_of_two_object_scenes():
         assert abs(two[idx].mean() - share) < 0.03
         pool_size = {0.0: (~two).sum(), 1.0: two.sum()}.get(share, len(scenes))
         assert len(np.unique(idx)) > 0.5 * pool_size  # drawn across the pool, not a few scenes
-    with pytest.raises(ValueError, match="two_object_share"):
+    with pytest.raises(ValueError, match="two-object-share must lie between 0 and 1"):
         train.batch_sampler(scenes, 1.5)
     only_one = [s for s in scenes if len(s.objects) == 1]
     assert len(train.batch_sampler(only_one, 0.0)(np.random.default_rng(2), 8)) == 8
