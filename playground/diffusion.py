@@ -49,6 +49,10 @@ class DiffusionConfig:
     text_layers: int = 2
     text_heads: int = 4
     text_encoder: str = "clip"  # causal (shipped); "siglip" is bidirectional
+    # Two planes of each cell's (x, y) in [-1, 1] read beside the latent (`unet_input`): the UNet
+    # has no position embedding, and at 16x16 a cell's few 3x3 convolutions do not reach the
+    # border, so "left" could not be told from "right" where the prompt is read (0: none).
+    coordinate_channels: int = 0
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     # v-prediction with a zero-SNR last step and "trailing" sampling steps: sampling starts from
@@ -62,7 +66,7 @@ def build_unet(cfg: DiffusionConfig, latent_channels: int = 4, grid: int = 16) -
     n = len(cfg.block_out_channels)
     return UNet2DConditionModel(
         sample_size=grid,
-        in_channels=latent_channels,
+        in_channels=latent_channels + cfg.coordinate_channels,
         out_channels=latent_channels,
         # Cross-attention at every resolution (where each object goes is decided at 16x16);
         # self-attention only below the first, where 256 positions would cost too much here.
@@ -81,6 +85,39 @@ def build_unet(cfg: DiffusionConfig, latent_channels: int = 4, grid: int = 16) -
         class_embed_type="projection",
         projection_class_embeddings_input_dim=cfg.text_hidden_size,
     )
+
+
+def coordinate_planes(batch: int, grid: int) -> torch.Tensor:
+    """Each cell's position, (B, 2, g, g): x then y, from -1 (left, top) to 1 (right, bottom)."""
+    ramp = torch.linspace(-1.0, 1.0, grid)  # (g,)
+    y, x = torch.meshgrid(ramp, ramp, indexing="ij")  # (g, g) each
+    return torch.stack([x, y])[None].expand(batch, 2, grid, grid)  # (B, 2, g, g)
+
+
+def unet_input(unet: UNet2DConditionModel, latents: torch.Tensor) -> torch.Tensor:
+    """What the UNet reads: the latent (B, C, g, g), and beside it the two coordinate planes
+    where the UNet takes two channels more than the latent has (B, C + 2, g, g)."""
+    extra = unet.config.in_channels - latents.shape[1]
+    if extra == 0:
+        return latents
+    if extra != 2:
+        raise ValueError(f"the UNet reads {unet.config.in_channels} channels; the latent has {latents.shape[1]}")
+    coords = coordinate_planes(latents.shape[0], latents.shape[2]).to(latents.device, latents.dtype)
+    return torch.cat([latents, coords], dim=1)  # (B, C + 2, g, g)
+
+
+def with_coordinate_channels(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """A trained UNet that reads the latent alone, widened to read the coordinate planes too:
+    the new input weights start at zero, so it predicts exactly as before until fine-tuned (as
+    Stable Diffusion's inpainting model was widened from its text-to-image one)."""
+    if unet.config.in_channels != unet.config.out_channels:
+        return unet  # already reads them
+    wide = UNet2DConditionModel.from_config({**unet.config, "in_channels": unet.config.out_channels + 2})
+    state = unet.state_dict()
+    old = state["conv_in.weight"]  # (O, C, 3, 3)
+    state["conv_in.weight"] = torch.cat([old, torch.zeros(old.shape[0], 2, *old.shape[2:])], dim=1)  # (O, C + 2, 3, 3)
+    wide.load_state_dict(state)
+    return wide
 
 
 def build_text_encoder(cfg: DiffusionConfig, vocab_size: int, pad_id: int, bos_id: int) -> PreTrainedModel:
@@ -256,7 +293,7 @@ def diffusion_progressive(
         # 3. Predict (the noise's velocity), for the prompt and (with guidance) for the empty prompt.
         x_in = torch.cat([latents] * context.shape[0])
         x_in = sched.scale_model_input(x_in, t)
-        eps = model.unet(x_in, t, encoder_hidden_states=context, class_labels=pooled).sample  # (B, C, g, g)
+        eps = model.unet(unet_input(model.unet, x_in), t, encoder_hidden_states=context, class_labels=pooled).sample  # (B, C, g, g)
         evaluations += 1
         # 4. Classifier-free guidance: push away from the unconditional prediction.
         if use_cfg:

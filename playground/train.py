@@ -47,7 +47,7 @@ from tqdm import tqdm
 from .autoencoder import AutoencoderConfig, SharedAutoencoder, background_cells, build_autoencoder, images_to_tensor, object_cells, psnr
 from .autoregressive import PROMPT_ORDER, AutoregressiveConfig, build_transformer, grow_depth, training_sequences
 from .data import CAPTION_DROP, build_dataset, training_captions
-from .diffusion import DiffusionConfig, bidirectional_from, build_text_encoder, build_train_scheduler, build_unet, encode_text, load_text_encoder
+from .diffusion import DiffusionConfig, bidirectional_from, build_text_encoder, build_train_scheduler, build_unet, encode_text, load_text_encoder, unet_input, with_coordinate_channels
 from .plots import plot_loss_curve
 from .text import PROMPT_ORDERS, PromptEncoder, save_tokenizer
 
@@ -336,7 +336,7 @@ def train_diffusion(args) -> None:
     # the outlines the checker looks at, not on the flat background (1 + w on object cells).
     objects = dataset_object_cells(args, latents.shape[2]) if args.diffusion_object_weight else None
     pe = save_tokenizer_asset()
-    cfg = DiffusionConfig(text_encoder=args.text_encoder)
+    cfg = DiffusionConfig(text_encoder=args.text_encoder, coordinate_channels=2 if args.diffusion_coordinates else 0)
     if args.diffusion_init:  # continue from a saved UNet and text encoder (how the shipped ones were refined)
         from diffusers import UNet2DConditionModel
 
@@ -345,6 +345,8 @@ def train_diffusion(args) -> None:
         text_encoder = load_text_encoder(init / "text_encoder")
         if cfg.text_encoder == "siglip":
             text_encoder = bidirectional_from(text_encoder)
+        if cfg.coordinate_channels:
+            unet = with_coordinate_channels(unet)
     else:
         unet = build_unet(cfg, latents.shape[1], latents.shape[2])
         text_encoder = build_text_encoder(cfg, pe.vocab_size, pe.pad_id, pe.bos_id)
@@ -370,7 +372,7 @@ def train_diffusion(args) -> None:
         x0, ids, t, noise = x0.to(dev), ids.to(dev), t.to(dev), noise.to(dev)
         xt = sched.add_noise(x0, noise, t)
         context, pooled = encode_text(text_encoder, unet, ids)  # (B, T, D), (B, D)
-        pred = unet(xt, t, encoder_hidden_states=context, class_labels=pooled).sample  # (B, C, g, g)
+        pred = unet(unet_input(unet, xt), t, encoder_hidden_states=context, class_labels=pooled).sample  # (B, C, g, g)
         if cfg.prediction_type == "v_prediction":  # every step, pure noise included
             err = (pred - sched.get_velocity(x0, noise, t)) ** 2  # (B, C, g, g)
             loss = err.mean() if weight is None else (weight * err).mean() / weight.mean()
@@ -474,6 +476,8 @@ def main(argv=None) -> None:
                    help="the diffusion model's text encoder: causal CLIP (shipped) or bidirectional SigLIP")
     p.add_argument("--diffusion-prompt-order", choices=PROMPT_ORDERS, default="as_written",
                    help="word order of the diffusion model's prompts (text.place_first; as_written: shipped)")
+    p.add_argument("--diffusion-coordinates", type=int, choices=[0, 1], default=0,
+                   help="1: the UNet reads each cell's (x, y) beside the latent (diffusion.unet_input); with --diffusion-init a UNet without them is widened")
     p.add_argument("--diffusion-object-weight", type=float, default=3.0,
                    help="extra loss weight on latent cells that an object touches (0: plain MSE)")
     p.add_argument("--ar-steps", type=int, default=8400)

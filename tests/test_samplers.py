@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from playground.autoregressive import NUM_CANDIDATES, filter_logits, grow_depth, training_sequences
-from playground.diffusion import SCHEDULERS, make_scheduler, predicted_x0
+from playground.diffusion import SCHEDULERS, coordinate_planes, make_scheduler, predicted_x0, unet_input, with_coordinate_channels
 from playground.frames import UNWRITTEN, AutoregressiveFrame, DiffusionFrame
 from playground.outputs import comparison_strip, save_gif
 
@@ -415,3 +415,39 @@ def test_the_diffusion_sampler_orders_the_prompt_as_its_text_encoder_was_trained
     monkeypatch.setattr(model.text_encoder.config, "prompt_order", "place_first", raising=False)
     take(diffusion_progressive(spy, PROMPT, seed=0, num_inference_steps=2), 1)
     assert orders[0] == "as_written" and "place_first" in orders[1:]
+
+
+def test_coordinate_planes():
+    planes = coordinate_planes(3, 4)  # (B, 2, g, g): x, then y
+    assert planes.shape == (3, 2, 4, 4)
+    x, y = planes[0]
+    assert x[0, 0] == -1 and x[0, -1] == 1 and y[0, 0] == -1 and y[-1, 0] == 1  # left/top is -1
+    assert torch.equal(x, x[:1].expand(4, 4)) and torch.equal(y, y[:, :1].expand(4, 4))  # x varies across, y down
+    assert torch.equal(planes[2], planes[0])
+
+
+def test_a_unet_widened_for_coordinates_samples_as_before_until_trained(tiny_engine):
+    """with_coordinate_channels gives a UNet that reads the latent and the coordinate planes
+    (unet_input adds them), whose new weights start at zero: the sampler draws the same picture
+    with it; once those weights move, where a cell is changes the prediction."""
+    import dataclasses
+
+    from playground.diffusion import diffusion_progressive
+
+    model = tiny_engine.diffusion
+    wide = with_coordinate_channels(model.unet)
+    assert wide.config.in_channels == model.unet.config.in_channels + 2
+    assert with_coordinate_channels(wide) is wide
+    latents = torch.randn(2, 4, 16, 16)
+    assert unet_input(model.unet, latents) is latents
+    assert torch.equal(unet_input(wide, latents)[:, 4:], coordinate_planes(2, 16))
+    widened = dataclasses.replace(model, unet=wide)
+    before = list(diffusion_progressive(model, PROMPT, seed=0, num_inference_steps=3))[-1].image()
+    same = list(diffusion_progressive(widened, PROMPT, seed=0, num_inference_steps=3))[-1].image()
+    np.testing.assert_array_equal(before, same)
+    with torch.no_grad():
+        wide.conv_in.weight[:, 4:] = 0.5
+    changed = list(diffusion_progressive(widened, PROMPT, seed=0, num_inference_steps=3))[-1].image()
+    assert not np.array_equal(before, changed)
+    with pytest.raises(ValueError, match="reads 6 channels"):
+        unet_input(wide, torch.randn(1, 3, 16, 16))

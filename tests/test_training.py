@@ -254,19 +254,24 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     shutil.copytree(tmp_path / "assets", tmp_path / "init")
     shutil.rmtree(tmp_path / "runs" / "autoregressive")
     train.main(tiny + ["--stage", "diffusion", "--diffusion-init", str(tmp_path / "init"), "--diffusion-steps", "1", "--text-encoder", "siglip",
-                       "--diffusion-prompt-order", "place_first"])
+                       "--diffusion-prompt-order", "place_first", "--diffusion-coordinates", "1"])
     train.main(tiny + ["--stage", "autoregressive", "--ar-init", str(tmp_path / "init" / "transformer"), "--ar-steps", "1",
                        "--two-object-share", "0.75"])
     tuned = load_engine(tmp_path / "assets")
     assert tuned.diffusion.text_encoder.config.model_type == "siglip_text_model"
     assert tuned.diffusion.text_encoder.config.prompt_order == "place_first"
     assert tuned.autoregressive.transformer.config.prompt_order == "place_first"
+    assert tuned.diffusion.unet.config.in_channels == 4 + 2  # widened to read the coordinate planes
+    for frame in tuned.diffusion_progressive("a red circle", seed=0, num_inference_steps=2):
+        pass
+    assert frame.done and frame.image().shape == (64, 64, 3)
     after = tuned.diffusion.unet.state_dict()
     torch.manual_seed(123)  # a freshly initialised network, for scale
     fresh = train.build_unet(train.DiffusionConfig(), 4, 16).state_dict()
     k = "conv_in.weight"
-    assert after[k].shape == before[k].shape
-    assert (after[k] - before[k]).abs().max() < 0.01 < (fresh[k] - before[k]).abs().max()
+    assert after[k][:, :4].shape == before[k].shape
+    assert (after[k][:, :4] - before[k]).abs().max() < 0.01 < (fresh[k] - before[k]).abs().max()
+    assert 0 < after[k][:, 4:].abs().max() < 0.01  # the coordinates' weights: from zero, one step of learning
 
 
 def test_a_clip_text_encoder_carries_over_to_the_bidirectional_one(tmp_path):
