@@ -48,6 +48,7 @@ from .autoencoder import AutoencoderConfig, SharedAutoencoder, background_cells,
 from .autoregressive import PROMPT_ORDER, AutoregressiveConfig, build_transformer, grow_depth, training_sequences
 from .data import CAPTION_DROP, build_dataset, training_captions
 from .diffusion import DiffusionConfig, bidirectional_from, build_text_encoder, build_train_scheduler, build_unet, encode_text, load_text_encoder, unet_input, with_coordinate_channels
+from .grounding import AttentionRecorder, grounding_loss, object_masks, object_token_positions
 from .plots import plot_loss_curve
 from .text import PROMPT_ORDERS, PromptEncoder, save_tokenizer
 
@@ -358,6 +359,10 @@ def train_diffusion(args) -> None:
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.diffusion_lr, weight_decay=0.01)
     ckpt = Checkpointer("diffusion", {"unet": unet, "text_encoder": text_encoder}, opt)
+    # Token grounding (grounding.py): each object's colour and shape word read where the object is.
+    recorder = AttentionRecorder.attach(unet) if args.diffusion_grounding else None
+    words = {i: w for w, i in pe.vocab.items()}
+    masks: dict[int, torch.Tensor] = {}  # scene index -> its objects' cells
     alphas = sched.alphas_cumprod.to(dev)
     unet.train(), text_encoder.train()
 
@@ -372,6 +377,8 @@ def train_diffusion(args) -> None:
         x0, ids, t, noise = x0.to(dev), ids.to(dev), t.to(dev), noise.to(dev)
         xt = sched.add_noise(x0, noise, t)
         context, pooled = encode_text(text_encoder, unet, ids)  # (B, T, D), (B, D)
+        if recorder is not None:
+            recorder.clear()
         pred = unet(unet_input(unet, xt), t, encoder_hidden_states=context, class_labels=pooled).sample  # (B, C, g, g)
         if cfg.prediction_type == "v_prediction":  # every step, pure noise included
             err = (pred - sched.get_velocity(x0, noise, t)) ** 2  # (B, C, g, g)
@@ -379,6 +386,12 @@ def train_diffusion(args) -> None:
         else:  # epsilon, with min-SNR-5 weighting (not spending the model on nearly clean steps)
             snr = alphas[t] / (1 - alphas[t])
             loss = (snr.clamp(max=5.0) / snr * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        if recorder is not None:
+            positions = [object_token_positions([words[int(i)] for i in row]) for row in ids]
+            for i in idx:  # each scene's objects rendered alone, once (about 7 ms an object)
+                if i not in masks:
+                    masks[i] = object_masks(scenes[i], x0.shape[2]).to(dev)  # (n_objects, g, g)
+            loss = loss + args.diffusion_grounding * grounding_loss(recorder.maps, positions, [masks[i] for i in idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -478,6 +491,8 @@ def main(argv=None) -> None:
                    help="word order of the diffusion model's prompts (text.place_first; as_written: shipped)")
     p.add_argument("--diffusion-coordinates", type=int, choices=[0, 1], default=0,
                    help="1: the UNet reads each cell's (x, y) beside the latent (diffusion.unet_input); with --diffusion-init a UNet without them is widened")
+    p.add_argument("--diffusion-grounding", type=float, default=0.0,
+                   help="weight of the token-grounding loss: each object's colour and shape word attended where the object is (grounding.py; 0: off)")
     p.add_argument("--diffusion-object-weight", type=float, default=3.0,
                    help="extra loss weight on latent cells that an object touches (0: plain MSE)")
     p.add_argument("--ar-steps", type=int, default=8400)

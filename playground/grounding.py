@@ -1,0 +1,112 @@
+"""Token grounding for the diffusion model: teach each object's words to be read where the object is.
+
+Measured on the shipped diffusion model (10,000 steps): its cross-attention is spread evenly over
+the picture. For "a small yellow circle at the top and a large blue star at the bottom", cells in
+the top half and in the bottom half give every word the same share of their attention (within
+0.01 at 16x16), and most of it goes to "and", "a", "the", "background": words that, read
+causally, sum up the whole prompt. The prompt reaches the picture as one global code, and the
+convolutions must work out from it which object goes where; with two objects they often swap the
+places or draw one object twice (22 % of two-object prompts right, 88 % of one-object ones).
+
+The renderer knows where every object is, and the caption which words name it, so training can
+say where those words should be read (TokenCompose, Wang et al. 2024): for each object's colour
+and shape word, the share of that word's attention that falls outside the object's cells is a
+loss (`grounding_loss`), added to the denoising loss with a weight (`train --diffusion-grounding`).
+
+    recorder = AttentionRecorder.attach(unet)              # records every cross-attention map
+    pred = unet(...)                                       # as usual
+    loss = denoising + w * grounding_loss(recorder.maps, positions, masks)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .autoencoder import object_cells
+from .shapes import COLORS, SHAPES, Scene, render
+
+
+def object_token_positions(words: list[str]) -> list[list[int]]:
+    """For a prompt's token words (as the model reads them, padding included), the positions of
+    each object's colour and shape word, objects in order: [[colour, shape], ...]. Objects are
+    split at "and"; an object's colour is the first colour word of its part (the background's
+    colour comes after it)."""
+    objects: list[list[int]] = [[]]
+    for i, word in enumerate(words):
+        if word == "and":
+            objects.append([])
+        elif word in COLORS and not any(words[j] in COLORS for j in objects[-1]):
+            objects[-1].append(i)
+        elif word in SHAPES:
+            objects[-1].append(i)
+    return [o for o in objects if o]
+
+
+def object_masks(scene: Scene, grid: int) -> torch.Tensor:
+    """Each object's cells on the latent grid, (n_objects, g, g) float: the object rendered
+    alone on its background (`autoencoder.object_cells`)."""
+    alone = np.stack([render(Scene(scene.background, (obj,))) for obj in scene.objects])  # (n, H, W, 3)
+    return object_cells(alone, grid)[:, 0]  # (n, g, g)
+
+
+class AttentionRecorder:
+    """A cross-attention processor that computes attention as diffusers' `AttnProcessor` does
+    and keeps each layer's probabilities, (B, heads, H*W, T), in `maps` (cleared by `clear`)."""
+
+    def __init__(self):
+        self.maps: list[torch.Tensor] = []
+
+    @classmethod
+    def attach(cls, unet) -> "AttentionRecorder":
+        """One recorder on every cross-attention layer of the UNet ("attn2"); self-attention
+        keeps its processor."""
+        recorder = cls()
+        unet.set_attn_processor({name: recorder if name.endswith("attn2.processor") else proc
+                                 for name, proc in unet.attn_processors.items()})
+        return recorder
+
+    def clear(self) -> None:
+        self.maps.clear()
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if hidden_states.ndim != 3:
+            raise ValueError("AttentionRecorder expects (B, H*W, C) states, as the UNet's transformer blocks give")
+        batch, tokens, _ = hidden_states.shape  # (B, H*W, C)
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))  # (B*heads, H*W, d)
+        context = encoder_hidden_states
+        if attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        key = attn.head_to_batch_dim(attn.to_k(context))  # (B*heads, T, d)
+        value = attn.head_to_batch_dim(attn.to_v(context))  # (B*heads, T, d)
+        probs = attn.get_attention_scores(query, key, None)  # (B*heads, H*W, T)
+        self.maps.append(probs.view(batch, -1, tokens, probs.shape[-1]))  # (B, heads, H*W, T)
+        out = attn.batch_to_head_dim(torch.bmm(probs, value))  # (B, H*W, C)
+        out = attn.to_out[1](attn.to_out[0](out))
+        return out / attn.rescale_output_factor
+
+
+def grounding_loss(maps: list[torch.Tensor], positions: list[list[list[int]]], masks: list[torch.Tensor]) -> torch.Tensor:
+    """The mean share of an object word's attention that falls outside its object.
+
+    maps: cross-attention probabilities per layer, (B, heads, H*W, T), any square H*W;
+    positions[b]: each object's token positions in prompt b (`object_token_positions`; [] for
+    an empty prompt); masks[b]: its objects' cells (n_objects, g, g), max-pooled to each
+    layer's grid. A word's attention map is its column, averaged over heads and normalised
+    over the picture."""
+    losses = []
+    for probs in maps:
+        side = int(round(probs.shape[2] ** 0.5))
+        for b, objects in enumerate(positions):
+            if not objects:
+                continue
+            where = F.adaptive_max_pool2d(masks[b][:, None], side).flatten(1)  # (n, side*side)
+            column = probs[b].mean(0)  # (H*W, T)
+            for k, tokens in enumerate(objects):
+                a = column[:, tokens]  # (H*W, w) this object's words
+                share_inside = (a * where[k, :, None]).sum(0) / a.sum(0).clamp_min(1e-8)  # (w,)
+                losses.append(1 - share_inside)
+    if not losses:
+        return torch.zeros(())
+    return torch.cat(losses).mean()
