@@ -110,3 +110,24 @@ def grounding_loss(maps: list[torch.Tensor], positions: list[list[list[int]]], m
     if not losses:
         return torch.zeros(())
     return torch.cat(losses).mean()
+
+
+def reading_loss(maps: list[torch.Tensor], positions: list[list[list[int]]], masks: list[torch.Tensor]) -> torch.Tensor:
+    """The mean share of an object's cells' attention that goes to words other than the
+    object's own (arguments as `grounding_loss`). `grounding_loss` alone is met by words that
+    are read little but in the right place (measured: after 800 steps with it the object words
+    got under 3 % of any cell's attention); this one asks the object's cells to read them."""
+    losses = []
+    for probs in maps:
+        side = int(round(probs.shape[2] ** 0.5))
+        for b, objects in enumerate(positions):
+            if not objects:
+                continue
+            where = F.adaptive_max_pool2d(masks[b][:, None], side).flatten(1)  # (n, side*side)
+            rows = probs[b].mean(0)  # (H*W, T) each cell's attention over the words
+            for k, tokens in enumerate(objects):
+                read = rows[:, tokens].sum(1)  # (H*W,) share of each cell's attention on this object's words
+                losses.append(1 - (read * where[k]).sum(0, keepdim=True) / where[k].sum().clamp_min(1.0))
+    if not losses:
+        return torch.zeros(())
+    return torch.cat(losses).mean()

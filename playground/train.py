@@ -48,7 +48,7 @@ from .autoencoder import AutoencoderConfig, SharedAutoencoder, background_cells,
 from .autoregressive import PROMPT_ORDER, AutoregressiveConfig, build_transformer, grow_depth, training_sequences
 from .data import CAPTION_DROP, build_dataset, training_captions
 from .diffusion import DiffusionConfig, bidirectional_from, build_text_encoder, build_train_scheduler, build_unet, encode_text, load_text_encoder, unet_input, with_coordinate_channels
-from .grounding import AttentionRecorder, grounding_loss, object_masks, object_token_positions
+from .grounding import AttentionRecorder, grounding_loss, object_masks, object_token_positions, reading_loss
 from .plots import plot_loss_curve
 from .text import PROMPT_ORDERS, PromptEncoder, save_tokenizer
 
@@ -360,7 +360,7 @@ def train_diffusion(args) -> None:
     opt = torch.optim.AdamW(params, lr=args.diffusion_lr, weight_decay=0.01)
     ckpt = Checkpointer("diffusion", {"unet": unet, "text_encoder": text_encoder}, opt)
     # Token grounding (grounding.py): each object's colour and shape word read where the object is.
-    recorder = AttentionRecorder.attach(unet) if args.diffusion_grounding else None
+    recorder = AttentionRecorder.attach(unet) if args.diffusion_grounding or args.diffusion_reading else None
     words = {i: w for w, i in pe.vocab.items()}
     masks: dict[int, torch.Tensor] = {}  # scene index -> its objects' cells
     alphas = sched.alphas_cumprod.to(dev)
@@ -391,7 +391,10 @@ def train_diffusion(args) -> None:
             for i in idx:  # each scene's objects rendered alone, once (about 7 ms an object)
                 if i not in masks:
                     masks[i] = object_masks(scenes[i], x0.shape[2]).to(dev)  # (n_objects, g, g)
-            loss = loss + args.diffusion_grounding * grounding_loss(recorder.maps, positions, [masks[i] for i in idx])
+            where = [masks[i] for i in idx]
+            loss = loss + args.diffusion_grounding * grounding_loss(recorder.maps, positions, where)
+            if args.diffusion_reading:
+                loss = loss + args.diffusion_reading * reading_loss(recorder.maps, positions, where)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -493,6 +496,8 @@ def main(argv=None) -> None:
                    help="1: the UNet reads each cell's (x, y) beside the latent (diffusion.unet_input); with --diffusion-init a UNet without them is widened")
     p.add_argument("--diffusion-grounding", type=float, default=0.0,
                    help="weight of the token-grounding loss: each object's colour and shape word attended where the object is (grounding.py; 0: off)")
+    p.add_argument("--diffusion-reading", type=float, default=0.0,
+                   help="weight of the loss that asks an object's cells to read its colour and shape word (grounding.reading_loss; 0: off)")
     p.add_argument("--diffusion-object-weight", type=float, default=3.0,
                    help="extra loss weight on latent cells that an object touches (0: plain MSE)")
     p.add_argument("--ar-steps", type=int, default=8400)

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from playground.autoencoder import object_cells
-from playground.grounding import AttentionRecorder, grounding_loss, object_masks, object_token_positions
+from playground.grounding import AttentionRecorder, grounding_loss, object_masks, object_token_positions, reading_loss
 from playground.shapes import Scene, SceneObject, render
 from playground.text import place_first
 
@@ -80,6 +80,26 @@ def test_grounding_loss_is_the_share_of_a_words_attention_outside_its_object():
     coarse = torch.full((2, 3, 4, tokens), 1 / tokens)  # (B, heads, 2*2, T)
     np.testing.assert_allclose(grounding_loss([coarse], positions + [[]], [masks, torch.zeros(0, g, g)]).item(), 1 - 1 / 4)
     assert grounding_loss([uniform], [[]], [torch.zeros(0, g, g)]).item() == 0.0
+
+
+def test_reading_loss_is_the_share_of_an_object_cells_attention_on_other_words():
+    g, tokens = 4, 5
+    masks = torch.zeros(1, g, g)
+    masks[0, :2, :2] = 1
+    positions = [[[1, 2]]]
+    uniform = torch.full((1, 1, g * g, tokens), 1 / tokens)
+    np.testing.assert_allclose(reading_loss([uniform], positions, [masks]).item(), 1 - 2 / tokens)
+    # The object's cells read only its words: no loss, whatever the other cells read. (A map
+    # that grounding_loss calls perfect but whose object cells read the object little is not.)
+    reads = uniform.clone()
+    reads[0, 0, [0, 1, 4, 5]] = torch.tensor([0.0, 0.5, 0.5, 0.0, 0.0])
+    assert reading_loss([reads], positions, [masks]).item() == 0.0
+    faint = torch.zeros(1, 1, g * g, tokens)
+    faint[..., 0] = 1.0
+    faint[0, 0, [0, 1, 4, 5]] = torch.tensor([0.98, 0.01, 0.01, 0.0, 0.0])
+    assert grounding_loss([faint], positions, [masks]).item() == 0.0
+    np.testing.assert_allclose(reading_loss([faint], positions, [masks]).item(), 0.98, rtol=1e-6)
+    assert reading_loss([uniform], [[]], [torch.zeros(0, g, g)]).item() == 0.0
 
 
 def test_grounding_loss_moves_the_attention_onto_the_object(tiny_engine):
