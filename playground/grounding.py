@@ -87,47 +87,47 @@ class AttentionRecorder:
         return out / attn.rescale_output_factor
 
 
-def grounding_loss(maps: list[torch.Tensor], positions: list[list[list[int]]], masks: list[torch.Tensor]) -> torch.Tensor:
-    """The mean share of an object word's attention that falls outside its object.
+def object_attention(maps: list[torch.Tensor], positions: list[list[list[int]]], masks: list[torch.Tensor]):
+    """Each (layer, prompt, object): the layer's attention for that prompt averaged over heads,
+    (H*W, T), the object's cells at the layer's grid, (H*W,), and its word positions.
 
     maps: cross-attention probabilities per layer, (B, heads, H*W, T), any square H*W;
     positions[b]: each object's token positions in prompt b (`object_token_positions`; [] for
     an empty prompt); masks[b]: its objects' cells (n_objects, g, g), max-pooled to each
-    layer's grid. A word's attention map is its column, averaged over heads and normalised
-    over the picture."""
-    losses = []
+    layer's grid."""
     for probs in maps:
         side = int(round(probs.shape[2] ** 0.5))
         for b, objects in enumerate(positions):
             if not objects:
                 continue
             where = F.adaptive_max_pool2d(masks[b][:, None], side).flatten(1)  # (n, side*side)
-            column = probs[b].mean(0)  # (H*W, T)
+            attention = probs[b].mean(0)  # (H*W, T)
             for k, tokens in enumerate(objects):
-                a = column[:, tokens]  # (H*W, w) this object's words
-                share_inside = (a * where[k, :, None]).sum(0) / a.sum(0).clamp_min(1e-8)  # (w,)
-                losses.append(1 - share_inside)
-    if not losses:
-        return torch.zeros(())
-    return torch.cat(losses).mean()
+                yield attention, where[k], tokens
+
+
+def _mean(losses: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(losses).mean() if losses else torch.zeros(())
+
+
+def grounding_loss(maps: list[torch.Tensor], positions: list[list[list[int]]], masks: list[torch.Tensor]) -> torch.Tensor:
+    """The mean share of an object word's attention that falls outside its object: a word's
+    map is its column of the attention, normalised over the picture (arguments as
+    `object_attention`)."""
+    losses = []
+    for attention, where, tokens in object_attention(maps, positions, masks):
+        a = attention[:, tokens]  # (H*W, w) this object's words
+        losses.append(1 - (a * where[:, None]).sum(0) / a.sum(0).clamp_min(1e-8))  # (w,)
+    return _mean(losses)
 
 
 def reading_loss(maps: list[torch.Tensor], positions: list[list[list[int]]], masks: list[torch.Tensor]) -> torch.Tensor:
     """The mean share of an object's cells' attention that goes to words other than the
-    object's own (arguments as `grounding_loss`). `grounding_loss` alone is met by words that
+    object's own (arguments as `object_attention`). `grounding_loss` alone is met by words that
     are read little but in the right place (measured: after 800 steps with it the object words
     got under 3 % of any cell's attention); this one asks the object's cells to read them."""
     losses = []
-    for probs in maps:
-        side = int(round(probs.shape[2] ** 0.5))
-        for b, objects in enumerate(positions):
-            if not objects:
-                continue
-            where = F.adaptive_max_pool2d(masks[b][:, None], side).flatten(1)  # (n, side*side)
-            rows = probs[b].mean(0)  # (H*W, T) each cell's attention over the words
-            for k, tokens in enumerate(objects):
-                read = rows[:, tokens].sum(1)  # (H*W,) share of each cell's attention on this object's words
-                losses.append(1 - (read * where[k]).sum(0, keepdim=True) / where[k].sum().clamp_min(1.0))
-    if not losses:
-        return torch.zeros(())
-    return torch.cat(losses).mean()
+    for attention, where, tokens in object_attention(maps, positions, masks):
+        read = attention[:, tokens].sum(1)  # (H*W,) each cell's share of attention on this object's words
+        losses.append(1 - (read * where).sum(0, keepdim=True) / where.sum().clamp_min(1.0))  # (1,)
+    return _mean(losses)
