@@ -3,7 +3,7 @@
 Measured on the shipped diffusion model (10,000 steps): its cross-attention is spread evenly over
 the picture. For "a small yellow circle at the top and a large blue star at the bottom", cells in
 the top half and in the bottom half give every word the same share of their attention (within
-0.01 at 16x16), and most of it goes to "and", "a", "the", "background": words that, read
+0.02 at 16x16), and most of it goes to "and", "a", "the", "background": words that, read
 causally, sum up the whole prompt. The prompt reaches the picture as one global code, and the
 convolutions must work out from it which object goes where; with two objects they often swap the
 places or draw one object twice (22 % of two-object prompts right, 88 % of one-object ones).
@@ -11,7 +11,14 @@ places or draw one object twice (22 % of two-object prompts right, 88 % of one-o
 The renderer knows where every object is, and the caption which words name it, so training can
 say where those words should be read (TokenCompose, Wang et al. 2024): for each object's colour
 and shape word, the share of that word's attention that falls outside the object's cells is a
-loss (`grounding_loss`), added to the denoising loss with a weight (`train --diffusion-grounding`).
+loss (`grounding_loss`), added to the denoising loss with a weight (`train --diffusion-grounding`);
+`reading_loss` (`--diffusion-reading`) asks the object's cells to read those words.
+
+Measured, fine-tuning the shipped model at 5e-4 with coordinate planes and place-first prompts:
+grounding 0.1, 3,000 steps: 56.0 % of 200 seen prompts (shipped 56.5 %), two objects 25 % (22 %),
+but 31 % of two-object pictures have the objects in each other's place (18 %); with reading 0.1
+as well, 2,000 steps: 51.5 %. The named objects are drawn; which goes where is still not read
+from the prompt. Neither is shipped.
 
     recorder = AttentionRecorder.attach(unet)              # records every cross-attention map
     pred = unet(...)                                       # as usual

@@ -20,6 +20,10 @@ scenes (`--ar-init assets/transformer --two-object-share 0.75 --ar-steps 3000 --
 then 85 % (`--two-object-share 0.85 --ar-steps 2400`, the rest the same), with
 runs/autoregressive/ moved aside before each continuation; README.md has the figures.
 
+Tried on the diffusion model and not shipped (README.md, session 10): `--diffusion-coordinates 1`
+(the UNet also reads each cell's position), `--diffusion-grounding W` and `--diffusion-reading W`
+(token grounding, grounding.py), each a fine-tune from the shipped model with `--diffusion-init`.
+
 Each stage shows a progress bar, saves a checkpoint to runs/<stage>/ every few hundred steps
 and resumes from it when restarted (so a run can span sessions), uses fixed seeds, and writes
 its loss curve to assets/<stage>-loss.png.
