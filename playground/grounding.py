@@ -78,8 +78,8 @@ class AttentionRecorder:
         self.maps.clear()
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        if hidden_states.ndim != 3:
-            raise ValueError("AttentionRecorder expects (B, H*W, C) states, as the UNet's transformer blocks give")
+        if hidden_states.ndim != 3 or attention_mask is not None:
+            raise ValueError("AttentionRecorder expects (B, H*W, C) states and no attention mask, as the UNet's transformer blocks give")
         batch, tokens, _ = hidden_states.shape  # (B, H*W, C)
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))  # (B*heads, H*W, d)
         context = encoder_hidden_states

@@ -396,7 +396,8 @@ def train_diffusion(args) -> None:
                 if i not in masks:
                     masks[i] = object_masks(scenes[i], x0.shape[2]).to(dev)  # (n_objects, g, g)
             where = [masks[i] for i in idx]
-            loss = loss + args.diffusion_grounding * grounding_loss(recorder.maps, positions, where)
+            if args.diffusion_grounding:
+                loss = loss + args.diffusion_grounding * grounding_loss(recorder.maps, positions, where)
             if args.diffusion_reading:
                 loss = loss + args.diffusion_reading * reading_loss(recorder.maps, positions, where)
         opt.zero_grad(set_to_none=True)
