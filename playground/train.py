@@ -291,6 +291,7 @@ def train_decoder(args) -> None:
     report["psnr_db_after_decoder_finetune"] = psnr(recon, test_images)
     print(json.dumps(report))
     vq.save_pretrained(ASSETS / "vqvae")
+    (RUNS / "autoencoder").mkdir(parents=True, exist_ok=True)  # absent when the autoencoder was trained elsewhere
     (RUNS / "autoencoder" / "report.json").write_text(json.dumps(report, indent=1))
 
 

@@ -1,5 +1,6 @@
 """Smoke tests of the training utilities, without training a real model."""
 
+import json
 import math
 import shutil
 
@@ -272,6 +273,20 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     assert after[k][:, :4].shape == before[k].shape
     assert (after[k][:, :4] - before[k]).abs().max() < 0.01 < (fresh[k] - before[k]).abs().max()
     assert 0 < after[k][:, 4:].abs().max() < 0.01  # the coordinates' weights: from zero, one step of learning
+
+    # The decoder fine-tune alone, on an autoencoder trained elsewhere (no runs/autoencoder/), as
+    # the shipped decoder was refined further: only the decoder changes, and the report is written.
+    from safetensors.torch import load_file
+
+    vq_file = tmp_path / "assets" / "vqvae" / "diffusion_pytorch_model.safetensors"
+    vq_before = load_file(vq_file)
+    shutil.rmtree(tmp_path / "runs" / "autoencoder")
+    shutil.rmtree(tmp_path / "runs" / "decoder")
+    train.main(tiny + ["--stage", "decoder", "--decoder-steps", "1"])
+    vq_after = load_file(vq_file)
+    assert json.loads((tmp_path / "runs" / "autoencoder" / "report.json").read_text())["psnr_db_after_decoder_finetune"] > 0
+    assert all(torch.equal(v, vq_after[k]) for k, v in vq_before.items() if not k.startswith(("decoder.", "post_quant_conv.")))
+    assert any(not torch.equal(v, vq_after[k]) for k, v in vq_before.items() if k.startswith("decoder."))
 
 
 def test_a_clip_text_encoder_carries_over_to_the_bidirectional_one(tmp_path):
