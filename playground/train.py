@@ -18,7 +18,10 @@ as_written`, 11,000 steps), then continued on place-first prompts (`--ar-init as
 --ar-steps 3300 --ar-lr 1e-3`), then with three quarters of each batch drawn from two-object
 scenes (`--ar-init assets/transformer --two-object-share 0.75 --ar-steps 3000 --ar-lr 5e-4`),
 then 85 % (`--two-object-share 0.85 --ar-steps 2400`, the rest the same), with
-runs/autoregressive/ moved aside before each continuation; README.md has the figures.
+runs/autoregressive/ moved aside before each continuation; README.md has the figures. The
+shipped decoder went on after its first 1,500 steps: `--stage decoder --decoder-steps 3000
+--decoder-lr 3e-4`, then `--decoder-steps 3000 --decoder-lr 2e-4`, runs/decoder/ moved aside
+before each (it loads assets/vqvae, so each run starts from the last).
 
 Tried on the diffusion model and not shipped (README.md, session 10): `--diffusion-coordinates 1`
 (the UNet also reads each cell's position), `--diffusion-grounding W` and `--diffusion-reading W`
