@@ -53,7 +53,9 @@ class DiffusionConfig:
     # has no position embedding, and at 16x16 a cell's few 3x3 convolutions do not reach the
     # border, so "left" could not be told from "right" where the prompt is read (0: none).
     # Measured: widened from the shipped model and fine-tuned 2,000-3,000 steps, their weights
-    # stayed near 0.002 (the latent's 0.085): not taken up; the shipped model has none.
+    # stayed near 0.002 (the latent's 0.085): not taken up; the shipped model has none. Started
+    # at the latent's scale instead (session 11, README), they stayed in use (0.080) but the
+    # objects' places were swapped as often (32 % of two-object pictures).
     coordinate_channels: int = 0
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
