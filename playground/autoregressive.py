@@ -24,6 +24,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
 from .autoencoder import SharedAutoencoder
 from .frames import UNWRITTEN, AutoregressiveFrame
+from .regions import regional_prompts
 from .text import MAX_PROMPT_TOKENS, PromptEncoder, prompt_order
 
 NUM_CANDIDATES = 5
@@ -148,8 +149,13 @@ def autoregressive_progressive(
     use_cache: bool = True,
     image: np.ndarray | None = None,
     keep: np.ndarray | None = None,
+    regional: float = 0.0,
 ):
     """Generate one picture, yielding an `AutoregressiveFrame` after every token it writes.
+
+    `regional` (0 to 1): for a prompt with two objects at opposite places, how much of the
+    conditional logits for a cell come from the prompt of the object whose half holds the cell
+    (`regions.regional_prompts`: one more stream per object) rather than from the whole prompt.
 
     Editing: `image` (64, 64, 3) uint8 is turned into codes, and `keep` ((g*g,) or (g, g) bool,
     raster order) says which of them are copied: the grid is walked in raster order, a kept
@@ -163,9 +169,18 @@ def autoregressive_progressive(
     n = cfg.image_grid**2
     offset, k = cfg.image_token_offset, cfg.codebook_size
 
-    # 1. The prefix: prompt + BEGIN-IMAGE, and the empty prompt's for guidance.
+    # 1. The prefix: prompt + BEGIN-IMAGE, and the empty prompt's for guidance. With regional
+    #    prompts, one stream per object's prompt as well (weights: which cells each one writes).
     use_cfg = guidance_scale != 1.0 and not enc.unconditional
-    prompts = [model.prompt_encoder("").input_ids, enc.input_ids] if use_cfg else [enc.input_ids]
+    prompts, weights = [enc.input_ids], [torch.ones(n)]
+    regions = regional_prompts(prompt, cfg.image_grid) if regional > 0 and not enc.unconditional else None
+    if regions:
+        prompts, weights = ([enc.input_ids], [torch.full((n,), 1.0 - regional)]) if regional < 1 else ([], [])
+        for text, half in regions:
+            prompts.append(model.prompt_encoder(text, order=prompt_order(cfg)).input_ids)
+            weights.append(regional * torch.from_numpy(half).float().flatten())  # (g*g,)
+    weights = torch.stack(weights)  # (S, g*g) the conditional streams' share of each cell
+    prompts = ([model.prompt_encoder("").input_ids] if use_cfg else []) + prompts
     seq = torch.tensor([p + [cfg.boi_token_id] for p in prompts], dtype=torch.long)  # (B, P + 1)
     # (The prompt's padding is part of what the model was trained on, so nothing is masked: an
     # all-ones mask says so, and keeps transformers from warning about padded input.)
@@ -189,10 +204,11 @@ def autoregressive_progressive(
         if feed:
             out, seq = advance(lm, out, seq, feed, offset, use_cache)
             evaluations += 1
-        # 2. Logits over image codes only; guidance mixes the two streams.
+        # 2. Logits over image codes only; the conditional streams are mixed by their share of
+        #    this cell, and guidance pushes the mix away from the unconditional stream.
         logits = out.logits[:, -1, offset : offset + k].float()  # (B, K)
-        if use_cfg:
-            logits = logits[0:1] + guidance_scale * (logits[1:2] - logits[0:1])  # (1, K)
+        cond = (weights[:, i : i + 1] * logits[int(use_cfg) :]).sum(0, keepdim=True)  # (1, K)
+        logits = logits[0:1] + guidance_scale * (cond - logits[0:1]) if use_cfg else cond  # (1, K)
         # 3. Choose the token: greedy at temperature 0, else sample from the filtered distribution.
         token, candidates = choose_token(logits, temperature, top_k, top_p, generator)
         codes[i] = token

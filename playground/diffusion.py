@@ -37,6 +37,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedModel, SiglipT
 from .autoencoder import SharedAutoencoder
 from .editing import mask_to_grid, start_step
 from .frames import DiffusionFrame
+from .regions import regional_prompts
 from .text import MAX_PROMPT_TOKENS, PromptEncoder, prompt_order
 
 
@@ -251,8 +252,13 @@ def diffusion_progressive(
     image: np.ndarray | None = None,
     strength: float = 1.0,
     mask: np.ndarray | None = None,
+    regional: float = 0.0,
 ):
     """Generate one picture, yielding a `DiffusionFrame` after every denoising step.
+
+    `regional` (0 to 1): for a prompt with two objects at opposite places, how much of the
+    conditional prediction comes from each object's own prompt on its half of the grid
+    (`regions.regional_prompts`) rather than from the whole prompt everywhere.
 
     Editing: `image` (64, 64, 3) uint8 is encoded and noised to the level `strength` of the
     schedule (1: pure noise; 0.5: half way) and denoised from there (image-to-image); only
@@ -266,9 +272,17 @@ def diffusion_progressive(
     ae = model.autoencoder
 
     # 1. Encode the prompt and the empty prompt (classifier-free guidance needs both).
+    #    With regional prompts, each object's prompt as well (weights: where each one counts).
     use_cfg = guidance_scale != 1.0 and not enc.unconditional
     uncond = model.prompt_encoder("").input_ids
-    context, pooled = model.encode_prompts([uncond, enc.input_ids] if use_cfg else [enc.input_ids])  # (B, T, D), (B, D)
+    prompts, weights = [enc.input_ids], [torch.ones(1, 1, 1, 1)]
+    regions = regional_prompts(prompt, model.autoencoder.grid) if regional > 0 and not enc.unconditional else None
+    if regions:
+        prompts, weights = ([enc.input_ids], [torch.full((1, 1, 1, 1), 1.0 - regional)]) if regional < 1 else ([], [])
+        for text, half in regions:
+            prompts.append(model.prompt_encoder(text, order=prompt_order(model.text_encoder.config)).input_ids)
+            weights.append(regional * torch.from_numpy(half).float()[None, None])  # (1, 1, g, g)
+    context, pooled = model.encode_prompts(([uncond] if use_cfg else []) + prompts)  # (B, T, D), (B, D)
     evaluations = 1
 
     # 2. Start from seeded Gaussian noise in the autoencoder's latent space; when editing, from
@@ -299,10 +313,12 @@ def diffusion_progressive(
         x_in = sched.scale_model_input(x_in, t)
         eps = model.unet(unet_input(model.unet, x_in), t, encoder_hidden_states=context, class_labels=pooled).sample  # (B, C, g, g)
         evaluations += 1
-        # 4. Classifier-free guidance: push away from the unconditional prediction.
+        # 4. Classifier-free guidance: push away from the unconditional prediction. The
+        #    conditional prediction is the prompts' predictions, each where it counts.
         if use_cfg:
-            eps_uncond, eps_cond = eps.chunk(2)
-            eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+            eps_uncond, eps = eps[:1], eps[1:]
+        eps_cond = sum(w * e for w, e in zip(weights, eps.split(1)))  # (1, C, g, g)
+        eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond) if use_cfg else eps_cond
         # 5. One scheduler step: the next, less noisy latent and the predicted clean one.
         out = sched.step(eps, t, latents, generator=generator)
         x0 = predicted_x0(sched, latents, eps, t, out)

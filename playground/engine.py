@@ -47,14 +47,15 @@ class Engine:
     hub: dict[str, dict[str, object]] = field(default_factory=lambda: {"diffusion": {}, "autoregressive": {}})
     problems: list[str] = field(default_factory=list)  # why a model asked for is not here
 
-    def diffusion_progressive(self, prompt: str, model: str = "", **kwargs):
+    # (`regional` prompts read the shapes world's grammar: the embedded models' only.)
+    def diffusion_progressive(self, prompt: str, model: str = "", regional: float = 0.0, **kwargs):
         if self.model_name("diffusion", model) == EMBEDDED:
-            return diffusion_progressive(self.diffusion, prompt, **kwargs)
+            return diffusion_progressive(self.diffusion, prompt, regional=regional, **kwargs)
         return self.hub["diffusion"][self.model_name("diffusion", model)].progressive(prompt, **kwargs)
 
-    def autoregressive_progressive(self, prompt: str, model: str = "", **kwargs):
+    def autoregressive_progressive(self, prompt: str, model: str = "", regional: float = 0.0, **kwargs):
         if self.model_name("autoregressive", model) == EMBEDDED:
-            return autoregressive_progressive(self.autoregressive, prompt, **kwargs)
+            return autoregressive_progressive(self.autoregressive, prompt, regional=regional, **kwargs)
         return self.hub["autoregressive"][self.model_name("autoregressive", model)].progressive(prompt, **kwargs)
 
     def models(self, kind: str) -> list[str]:

@@ -562,7 +562,7 @@ def end_warning(encoded) -> str | None:
 
 
 def parse_settings(prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale,
-                   diffusion_model="", autoregressive_model="", **edit):
+                   diffusion_model="", autoregressive_model="", regional=GenerationSettings.regional, **edit):
     """The prompt and validated settings (EditSettings when an edit's `strength`, `keep_rows`
     are given); gr.Error with the reason when they cannot be used."""
     try:
@@ -576,6 +576,7 @@ def parse_settings(prompt, seed, num_inference_steps, scheduler, guidance_scale,
             top_k=top_k,
             top_p=top_p,
             ar_guidance_scale=ar_guidance_scale,
+            regional=regional,
             diffusion_model=diffusion_model,
             autoregressive_model=autoregressive_model,
             **edit,
@@ -761,13 +762,14 @@ class Playground:
         ar_guidance_scale: float = _DEFAULTS.ar_guidance_scale,
         diffusion_model: str = _DEFAULTS.diffusion_model,
         autoregressive_model: str = _DEFAULTS.autoregressive_model,
+        regional: float = _DEFAULTS.regional,
         request: gr.Request = None,
     ):
         """Stream both runs to the page: the streaming event, API endpoint /generate."""
         started = time.perf_counter()
         prompt, settings = parse_settings(
             prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale,
-            diffusion_model, autoregressive_model,
+            diffusion_model, autoregressive_model, regional,
         )
         yield from self.stream(prompt, settings, started, request)
 
@@ -788,6 +790,7 @@ class Playground:
         top_k: float = _DEFAULTS.top_k,
         top_p: float = _DEFAULTS.top_p,
         ar_guidance_scale: float = _DEFAULTS.ar_guidance_scale,
+        regional: float = _DEFAULTS.regional,
         request: gr.Request = None,
     ):
         """Stream an edit of a picture (and painted region) by both models: API endpoint /edit.
@@ -795,7 +798,7 @@ class Playground:
         started = time.perf_counter()
         prompt, settings = parse_settings(
             prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale,
-            EMBEDDED, EMBEDDED, strength=strength, keep_rows=keep_rows,  # edits: the embedded models' samplers
+            EMBEDDED, EMBEDDED, regional, strength=strength, keep_rows=keep_rows,  # edits: the embedded models' samplers
         )
         edit = parse_edit(picture, mask)
         for note in edit.notes:

@@ -29,6 +29,7 @@ LIMITS = {
     "top_k": (0, 4096),
     "top_p": (0.01, 1.0),
     "ar_guidance_scale": (0.0, 20.0),
+    "regional": (0.0, 1.0),
     # editing
     "strength": (0.05, 1.0),
     "keep_rows": (0, 15),  # of the 16 token rows; at least one row is written
@@ -49,6 +50,9 @@ class GenerationSettings:
     top_k: int = 0
     top_p: float = 1.0
     ar_guidance_scale: float = 1.5  # stronger guidance drives the token stream off the data
+    # both embedded models: regional prompts (`regions.py`) for two objects at opposite places,
+    # 0 off, 1 each object's own prompt alone steers its half
+    regional: float = 1.0
     # which model paints each panel ("": the engine's default; see Engine.models)
     diffusion_model: str = ""
     autoregressive_model: str = ""
@@ -85,12 +89,12 @@ class GenerationSettings:
 
     def diffusion_kwargs(self) -> dict:
         return dict(seed=self.seed, num_inference_steps=self.num_inference_steps,
-                    guidance_scale=self.guidance_scale, scheduler=self.scheduler,
+                    guidance_scale=self.guidance_scale, scheduler=self.scheduler, regional=self.regional,
                     **({"model": self.diffusion_model} if self.diffusion_model else {}))
 
     def autoregressive_kwargs(self) -> dict:
         return dict(seed=self.seed, temperature=self.temperature, top_k=self.top_k,
-                    top_p=self.top_p, guidance_scale=self.ar_guidance_scale,
+                    top_p=self.top_p, guidance_scale=self.ar_guidance_scale, regional=self.regional,
                     **({"model": self.autoregressive_model} if self.autoregressive_model else {}))
 
     def as_dict(self) -> dict:

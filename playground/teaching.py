@@ -84,6 +84,11 @@ The seed fixes all randomness: the same prompt, seed and settings always give th
 *Guidance* pushes a run towards the prompt (1 = no guidance). *Temperature*, *top-k* and *top-p*
 control how adventurously the autoregressive model picks each token (temperature 0 = always the
 most likely token; top-k 0 and top-p 1 = no filtering).
+*Regional prompts* help both small models with two objects at opposite places ("… on the left and
+… on the right"): left to themselves they often swap the two or draw one twice, since the prompt
+reaches the picture as one code. With regional prompts each object's own words ("a red circle on
+the left on a yellow background") steer only its half: diffusion's prediction there, the token
+choices there. Set it to 0 to see the models bind objects on their own.
 """
 
 # (prompt, seed) pairs; each prompt uses only colour-shape pairs seen in training.

@@ -102,6 +102,7 @@ BAD_INPUTS = {
     "steps": ["--steps", "1000"],
     "steps-not-a-number": ["--steps", "many"],
     "top-p": ["--top-p", "5"],
+    "regional": ["--regional", "2"],
     "scheduler": ["--scheduler", "nope"],
     "seed": ["--seed", "-1"],
     "temperature-nan": ["--temperature", "nan"],

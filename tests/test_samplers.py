@@ -12,6 +12,7 @@ from playground.autoregressive import NUM_CANDIDATES, filter_logits, grow_depth,
 from playground.diffusion import SCHEDULERS, coordinate_planes, make_scheduler, predicted_x0, unet_input, with_coordinate_channels
 from playground.frames import UNWRITTEN, AutoregressiveFrame, DiffusionFrame
 from playground.outputs import comparison_strip, save_gif
+from playground.regions import regional_prompts
 
 PROMPT = "a large red circle on the left on a yellow background"
 
@@ -451,3 +452,61 @@ def test_a_unet_widened_for_coordinates_samples_as_before_until_trained(tiny_eng
     assert not np.array_equal(before, changed)
     with pytest.raises(ValueError, match="reads 6 channels"):
         unet_input(wide, torch.randn(1, 3, 16, 16))
+
+
+# ----------------------------------------------------------------------------- regional prompts
+
+TWO = "a large red circle on the left and a small blue star on the right on a yellow background"
+
+
+def test_regional_prompts_split_two_placed_objects_into_halves():
+    regions = regional_prompts(TWO, grid=16)
+    assert [text for text, _ in regions] == [
+        "a large red circle on the left on a yellow background",
+        "a small blue star on the right on a yellow background",
+    ]
+    left, right = (mask for _, mask in regions)
+    assert left.shape == (16, 16) and left[:, :8].all() and not left[:, 8:].any()
+    assert (left ^ right).all()  # the halves cover the grid once
+    bottom, top = (m for _, m in regional_prompts("a red star at the bottom and a blue heart at the top", grid=4))
+    assert bottom[2:].all() and not bottom[:2].any() and (top ^ bottom).all()
+    assert regional_prompts("a red star at the bottom and a blue heart at the top", grid=4)[0][0] == "a red star at the bottom"
+
+
+@pytest.mark.parametrize("prompt", [
+    "",
+    "a large red circle on the left on a yellow background",  # one object
+    "a red circle and a blue star on a white background",  # no places
+    "a red circle on the left and a blue star at the top",  # places that do not split the picture
+    "a red circle on the left and a blue star on the left",
+    "a red circle on the left and a blue star on the right and a green heart",  # three
+])
+def test_regional_prompts_only_for_two_objects_at_opposite_places(prompt):
+    assert regional_prompts(prompt, grid=16) is None
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "autoregressive"])
+def test_regional_streams_are_batched_and_change_only_two_object_prompts(tiny_engine, kind):
+    net = tiny_engine.diffusion.unet if kind == "diffusion" else tiny_engine.autoregressive.transformer
+    run = tiny_engine.diffusion_progressive if kind == "diffusion" else tiny_engine.autoregressive_progressive
+    kwargs = {"num_inference_steps": 3} if kind == "diffusion" else {}
+
+    def last(prompt, n, **extra):
+        sizes, handle = batch_sizes(net)
+        try:
+            frames = take(run(prompt, seed=0, **kwargs, **extra), n)
+        finally:
+            handle.remove()
+        return sizes, frames[-1]
+
+    sizes, plain = last(TWO, 3)
+    assert sizes[:3] == [2] * 3  # guidance: the empty prompt and the prompt
+    sizes, whole = last(TWO, 3, regional=1.0)
+    assert sizes[:3] == [3] * 3  # the empty prompt and each object's
+    sizes, mixed = last(TWO, 3, regional=0.5)
+    assert sizes[:3] == [4] * 3  # the empty prompt, the prompt and each object's
+    # what the step computed: the latent, or the chosen token's candidates and their probabilities
+    state = (lambda f: f.latents) if kind == "diffusion" else (lambda f: torch.tensor(f.candidates))
+    assert not torch.equal(state(plain), state(mixed)) and not torch.equal(state(plain), state(whole))
+    sizes, one = last(PROMPT, 3, regional=1.0)  # one object: nothing to split, the same as without
+    assert sizes[:3] == [2] * 3 and torch.equal(state(one), state(last(PROMPT, 3)[1]))
