@@ -227,6 +227,7 @@ def autoregressive_progressive(
             grid=cfg.image_grid,
             kept=int(copy.sum()),
             region=region,
+            regional_prompts=tuple(text for text, _ in regions or ()),
         )
         # 4. The token goes back in with the kept cells that follow it, before the next cell written.
         following = to_write[step + 1] if step + 1 < len(to_write) else n

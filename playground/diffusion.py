@@ -342,6 +342,7 @@ def diffusion_progressive(
             unconditional=enc.unconditional,
             region=region,
             skipped=skipped,
+            regional_prompts=tuple(text for text, _ in regions or ()),
         )
 
 

@@ -53,6 +53,7 @@ class Frame:
     unknown_words: list[str] = field(default_factory=list)
     unconditional: bool = False
     region: np.ndarray | None = field(default=None, repr=False)  # (g, g) bool: the cells an edit repaints
+    regional_prompts: tuple[str, ...] = ()  # each object's own prompt, when they steer its half (regions.py)
 
     @property
     def done(self) -> bool:

@@ -424,7 +424,7 @@ def diffusion_status(frame, compute_ms: float) -> str:
         edit += " · repainting the outlined region only"
     return (
         f"step {frame.step}/{frame.total}{edit} · t={frame.timestep} · {compute_ms:.0f} ms · "
-        f"{frame.network_evaluations} evaluations · {rate:.0f} steps/s"
+        f"{frame.network_evaluations} evaluations · {rate:.0f} steps/s{regional_note(frame)}"
     )
 
 
@@ -434,8 +434,15 @@ def ar_status(frame, compute_ms: float) -> str:
     kept = f" written, {frame.kept} kept from the picture (outside the outline)" if frame.kept else ""
     return (
         f"token {frame.step}/{frame.total}{kept} · row {row}, col {col} · {compute_ms:.0f} ms · "
-        f"{frame.network_evaluations} evaluations · {rate:.0f} tokens/s"
+        f"{frame.network_evaluations} evaluations · {rate:.0f} tokens/s{regional_note(frame)}"
     )
+
+
+def regional_note(frame) -> str:
+    """What a status adds when regional prompts steer the run (each object its half)."""
+    if not frame.regional_prompts:
+        return ""
+    return " · regional prompts: " + " | ".join(f"*{p}*" for p in frame.regional_prompts)
 
 
 def candidates_markdown(frame) -> str:

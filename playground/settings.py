@@ -52,7 +52,7 @@ class GenerationSettings:
     ar_guidance_scale: float = 1.5  # stronger guidance drives the token stream off the data
     # both embedded models: regional prompts (`regions.py`) for two objects at opposite places,
     # 0 off, 1 each object's own prompt alone steers its half
-    regional: float = 1.0
+    regional: float = 0.5
     # which model paints each panel ("": the engine's default; see Engine.models)
     diffusion_model: str = ""
     autoregressive_model: str = ""

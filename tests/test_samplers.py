@@ -485,6 +485,12 @@ def test_regional_prompts_only_for_two_objects_at_opposite_places(prompt):
     assert regional_prompts(prompt, grid=16) is None
 
 
+def live_status(kind):
+    from playground import live
+
+    return live.diffusion_status if kind == "diffusion" else live.ar_status
+
+
 @pytest.mark.parametrize("kind", ["diffusion", "autoregressive"])
 def test_regional_streams_are_batched_and_change_only_two_object_prompts(tiny_engine, kind):
     net = tiny_engine.diffusion.unet if kind == "diffusion" else tiny_engine.autoregressive.transformer
@@ -510,3 +516,7 @@ def test_regional_streams_are_batched_and_change_only_two_object_prompts(tiny_en
     assert not torch.equal(state(plain), state(mixed)) and not torch.equal(state(plain), state(whole))
     sizes, one = last(PROMPT, 3, regional=1.0)  # one object: nothing to split, the same as without
     assert sizes[:3] == [2] * 3 and torch.equal(state(one), state(last(PROMPT, 3)[1]))
+    assert mixed.regional_prompts == tuple(text for text, _ in regional_prompts(TWO, 16))  # said in the status
+    assert plain.regional_prompts == one.regional_prompts == ()
+    assert "regional prompts: *a large red circle on the left" in (live_status(kind))(mixed, 10.0)
+    assert "regional" not in (live_status(kind))(plain, 10.0)
