@@ -138,7 +138,8 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                 top_p = number("top_p", "AR top-p")
                 ar_guidance = number("ar_guidance_scale", "AR guidance")
             with gr.Row():
-                regional = number("regional", "Regional prompts (two objects; 0: off)")
+                regional = number("regional", "Diffusion regional prompts")
+                ar_regional = number("ar_regional", "AR regional prompts")
 
         with gr.Row():
             diffusion_model = model_menu("diffusion", "Diffusion model")
@@ -196,7 +197,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
 
         # ------------------------------------------------------------------ wiring
         inputs = [prompt, seed, steps, scheduler, guidance, temperature, top_k, top_p, ar_guidance,
-                  diffusion_model, autoregressive_model, regional]
+                  diffusion_model, autoregressive_model, regional, ar_regional]
         run = dict(fn=on_gpu(pg.generate), inputs=inputs, outputs=outputs,
                    concurrency_limit=live.GENERATE_CONCURRENCY, concurrency_id="generate")
         downloads = dict(fn=on_gpu(pg.downloads), inputs=out["run_key"], outputs=out["downloads"], show_progress="minimal")
@@ -214,7 +215,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
             return [on_click, on_enter]
 
         edit_inputs = [edit_picture, edit_prompt, edit_mask, seed, strength, keep_rows, steps, scheduler, guidance,
-                       temperature, top_k, top_p, ar_guidance, regional]
+                       temperature, top_k, top_p, ar_guidance, regional, ar_regional]
         runs = start_run(generate, prompt, run, "generate", {"api_name": "downloads"})
         runs += start_run(edit, edit_prompt, {**run, "fn": on_gpu(pg.edit), "inputs": edit_inputs}, "edit",
                           {"api_visibility": "private"})

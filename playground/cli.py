@@ -43,8 +43,10 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", default=d.top_p, help="autoregressive top-p (1: off)")
     p.add_argument("--ar-guidance-scale", default=d.ar_guidance_scale, help="autoregressive classifier-free guidance")
     p.add_argument("--regional", default=d.regional,
-                   help=f"embedded models, two objects at opposite places: how much each object's own prompt steers "
-                        f"its half of the picture (0: off, 1: it alone; default {d.regional})")
+                   help=f"embedded diffusion model, two objects at opposite places: how much each object's own prompt "
+                        f"steers its half of the picture (0: off, 1: it alone; default {d.regional})")
+    p.add_argument("--ar-regional", default=d.ar_regional,
+                   help=f"the same for the embedded autoregressive model (default {d.ar_regional})")
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,6 +93,7 @@ def settings_from_args(args, diffusion_model: str = "") -> GenerationSettings:
         seed=args.seed, num_inference_steps=given("num_inference_steps"), scheduler=args.scheduler,
         guidance_scale=given("guidance_scale"), temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, ar_guidance_scale=args.ar_guidance_scale, regional=args.regional,
+        ar_regional=args.ar_regional,
     ).validated()
 
 

@@ -569,7 +569,8 @@ def end_warning(encoded) -> str | None:
 
 
 def parse_settings(prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale,
-                   diffusion_model="", autoregressive_model="", regional=GenerationSettings.regional, **edit):
+                   diffusion_model="", autoregressive_model="", regional=GenerationSettings.regional,
+                   ar_regional=GenerationSettings.ar_regional, **edit):
     """The prompt and validated settings (EditSettings when an edit's `strength`, `keep_rows`
     are given); gr.Error with the reason when they cannot be used."""
     try:
@@ -584,6 +585,7 @@ def parse_settings(prompt, seed, num_inference_steps, scheduler, guidance_scale,
             top_p=top_p,
             ar_guidance_scale=ar_guidance_scale,
             regional=regional,
+            ar_regional=ar_regional,
             diffusion_model=diffusion_model,
             autoregressive_model=autoregressive_model,
             **edit,
@@ -770,13 +772,14 @@ class Playground:
         diffusion_model: str = _DEFAULTS.diffusion_model,
         autoregressive_model: str = _DEFAULTS.autoregressive_model,
         regional: float = _DEFAULTS.regional,
+        ar_regional: float = _DEFAULTS.ar_regional,
         request: gr.Request = None,
     ):
         """Stream both runs to the page: the streaming event, API endpoint /generate."""
         started = time.perf_counter()
         prompt, settings = parse_settings(
             prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale,
-            diffusion_model, autoregressive_model, regional,
+            diffusion_model, autoregressive_model, regional, ar_regional,
         )
         yield from self.stream(prompt, settings, started, request)
 
@@ -798,6 +801,7 @@ class Playground:
         top_p: float = _DEFAULTS.top_p,
         ar_guidance_scale: float = _DEFAULTS.ar_guidance_scale,
         regional: float = _DEFAULTS.regional,
+        ar_regional: float = _DEFAULTS.ar_regional,
         request: gr.Request = None,
     ):
         """Stream an edit of a picture (and painted region) by both models: API endpoint /edit.
@@ -805,7 +809,7 @@ class Playground:
         started = time.perf_counter()
         prompt, settings = parse_settings(
             prompt, seed, num_inference_steps, scheduler, guidance_scale, temperature, top_k, top_p, ar_guidance_scale,
-            EMBEDDED, EMBEDDED, regional, strength=strength, keep_rows=keep_rows,  # edits: the embedded models' samplers
+            EMBEDDED, EMBEDDED, regional, ar_regional, strength=strength, keep_rows=keep_rows,  # edits: the embedded models' samplers
         )
         edit = parse_edit(picture, mask)
         for note in edit.notes:

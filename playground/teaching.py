@@ -84,11 +84,13 @@ The seed fixes all randomness: the same prompt, seed and settings always give th
 *Guidance* pushes a run towards the prompt (1 = no guidance). *Temperature*, *top-k* and *top-p*
 control how adventurously the autoregressive model picks each token (temperature 0 = always the
 most likely token; top-k 0 and top-p 1 = no filtering).
-*Regional prompts* help both small models with two objects at opposite places ("… on the left and
-… on the right"): left to themselves they often swap the two or draw one twice, since the prompt
-reaches the picture as one code. With regional prompts each object's own words ("a red circle on
-the left on a yellow background") steer only its half: diffusion's prediction there, the token
-choices there. Set it to 0 to see the models bind objects on their own.
+*Regional prompts* (0 to 1) are for two objects at opposite places ("… on the left and … on the
+right"). The small diffusion model, left to itself, often swaps the two or draws one twice: the
+prompt reaches its picture as one code, with nothing that says which words belong where. With
+regional prompts each object's own words ("a red circle on the left on a yellow background")
+also steer its half of the picture. Set it to 0 to watch the model bind on its own. The
+autoregressive model reads each object's place before its colour and shape, and binds well
+without help (its regional prompts are off by default; try them).
 """
 
 # (prompt, seed) pairs; each prompt uses only colour-shape pairs seen in training.

@@ -85,9 +85,9 @@ def test_same_seed_same_pictures(client):
 def test_regional_prompts_reach_both_samplers(client):
     two = "a red circle on the left and a blue star on the right"
     _, default = run_generate(client, prompt=two, seed=3)
-    _, off = run_generate(client, prompt=two, seed=3, regional=0)
+    _, changed = run_generate(client, prompt=two, seed=3, regional=0, ar_regional=1)
     for i in (0, 1):  # the diffusion and the autoregressive picture
-        assert not np.array_equal(pixels(default[i]), pixels(off[i]))
+        assert not np.array_equal(pixels(default[i]), pixels(changed[i]))
 
 
 @pytest.mark.parametrize(
@@ -98,6 +98,7 @@ def test_regional_prompts_reach_both_samplers(client):
         (dict(prompt="a red circle", temperature=-1), "temperature must be between"),
         (dict(prompt="a red circle", top_p=0), "top_p must be between"),
         (dict(prompt="a red circle", regional=-0.5), "regional must be between 0.0 and 1.0"),
+        (dict(prompt="a red circle", ar_regional=2), "ar_regional must be between 0.0 and 1.0"),
         (dict(prompt="a red circle", scheduler="magic"), "scheduler must be one of"),
         (dict(prompt="a red circle", seed=1.5), "seed must be a whole number"),
     ],
