@@ -20,8 +20,9 @@ scenes (`--ar-init assets/transformer --two-object-share 0.75 --ar-steps 3000 --
 then 85 % (`--two-object-share 0.85 --ar-steps 2400`, the rest the same), with
 runs/autoregressive/ moved aside before each continuation; README.md has the figures. The
 shipped decoder went on after its first 1,500 steps: `--stage decoder --decoder-steps 3000
---decoder-lr 3e-4`, then `--decoder-steps 3000 --decoder-lr 2e-4`, runs/decoder/ moved aside
-before each (it loads assets/vqvae, so each run starts from the last).
+--decoder-lr 3e-4`, then `--decoder-steps 3000 --decoder-lr 2e-4`, then `--decoder-steps 3000
+--decoder-lr 1.5e-4`, runs/decoder/ moved aside before each (it loads assets/vqvae, so each run
+starts from the last).
 
 Tried on the diffusion model and not shipped (README.md, session 10): `--diffusion-coordinates 1`
 (the UNet also reads each cell's position), `--diffusion-grounding W` and `--diffusion-reading W`
