@@ -24,7 +24,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
 from .autoencoder import SharedAutoencoder
 from .frames import UNWRITTEN, AutoregressiveFrame
-from .regions import regional_prompts
+from .regions import conditional_streams
 from .text import MAX_PROMPT_TOKENS, PromptEncoder, prompt_order
 
 NUM_CANDIDATES = 5
@@ -170,18 +170,13 @@ def autoregressive_progressive(
     offset, k = cfg.image_token_offset, cfg.codebook_size
 
     # 1. The prefix: prompt + BEGIN-IMAGE, and the empty prompt's for guidance. With regional
-    #    prompts, one stream per object's prompt as well (weights: which cells each one writes).
+    #    prompts, one stream per object's prompt as well, each weighted on the cells of its half.
     use_cfg = guidance_scale != 1.0 and not enc.unconditional
-    prompts, weights = [enc.input_ids], [torch.ones(n)]
-    regions = regional_prompts(prompt, cfg.image_grid) if regional > 0 and not enc.unconditional else None
-    if regions:
-        prompts, weights = ([enc.input_ids], [torch.full((n,), 1.0 - regional)]) if regional < 1 else ([], [])
-        for text, half in regions:
-            prompts.append(model.prompt_encoder(text, order=prompt_order(cfg)).input_ids)
-            weights.append(regional * torch.from_numpy(half).float().flatten())  # (g*g,)
-    weights = torch.stack(weights)  # (S, g*g) the conditional streams' share of each cell
-    prompts = ([model.prompt_encoder("").input_ids] if use_cfg else []) + prompts
-    seq = torch.tensor([p + [cfg.boi_token_id] for p in prompts], dtype=torch.long)  # (B, P + 1)
+    texts, weights = conditional_streams(prompt, cfg.image_grid, regional)  # S prompts, (S, g, g)
+    weights = torch.from_numpy(weights).flatten(1)  # (S, g*g) each stream's share of each cell
+    prompts = [""] * use_cfg + texts
+    seq = torch.tensor([model.prompt_encoder(p, order=prompt_order(cfg)).input_ids + [cfg.boi_token_id] for p in prompts],
+                       dtype=torch.long)  # (B, P + 1)
     # (The prompt's padding is part of what the model was trained on, so nothing is masked: an
     # all-ones mask says so, and keeps transformers from warning about padded input.)
     out = lm(input_ids=seq, attention_mask=torch.ones_like(seq), use_cache=use_cache)
@@ -227,7 +222,7 @@ def autoregressive_progressive(
             grid=cfg.image_grid,
             kept=int(copy.sum()),
             region=region,
-            regional_prompts=tuple(text for text, _ in regions or ()),
+            regional_prompts=tuple(texts[-2:]) if len(texts) > 1 else (),
         )
         # 4. The token goes back in with the kept cells that follow it, before the next cell written.
         following = to_write[step + 1] if step + 1 < len(to_write) else n

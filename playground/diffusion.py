@@ -37,7 +37,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedModel, SiglipT
 from .autoencoder import SharedAutoencoder
 from .editing import mask_to_grid, start_step
 from .frames import DiffusionFrame
-from .regions import regional_prompts
+from .regions import conditional_streams
 from .text import MAX_PROMPT_TOKENS, PromptEncoder, prompt_order
 
 
@@ -271,18 +271,14 @@ def diffusion_progressive(
     sched = make_scheduler(scheduler, model.scheduler_config)
     ae = model.autoencoder
 
-    # 1. Encode the prompt and the empty prompt (classifier-free guidance needs both).
-    #    With regional prompts, each object's prompt as well (weights: where each one counts).
+    # 1. Encode the prompt and the empty prompt (classifier-free guidance needs both). With
+    #    regional prompts, each object's prompt as well, each weighted on its half of the grid.
     use_cfg = guidance_scale != 1.0 and not enc.unconditional
+    texts, weights = conditional_streams(prompt, ae.grid, regional)  # S prompts, (S, g, g)
+    weights = torch.from_numpy(weights)[:, None, None]  # (S, 1, 1, g, g): one per prediction (1, C, g, g)
+    ids = [model.prompt_encoder(t, order=prompt_order(model.text_encoder.config)).input_ids for t in texts]
     uncond = model.prompt_encoder("").input_ids
-    prompts, weights = [enc.input_ids], [torch.ones(1, 1, 1, 1)]
-    regions = regional_prompts(prompt, model.autoencoder.grid) if regional > 0 and not enc.unconditional else None
-    if regions:
-        prompts, weights = ([enc.input_ids], [torch.full((1, 1, 1, 1), 1.0 - regional)]) if regional < 1 else ([], [])
-        for text, half in regions:
-            prompts.append(model.prompt_encoder(text, order=prompt_order(model.text_encoder.config)).input_ids)
-            weights.append(regional * torch.from_numpy(half).float()[None, None])  # (1, 1, g, g)
-    context, pooled = model.encode_prompts(([uncond] if use_cfg else []) + prompts)  # (B, T, D), (B, D)
+    context, pooled = model.encode_prompts(([uncond] if use_cfg else []) + ids)  # (B, T, D), (B, D)
     evaluations = 1
 
     # 2. Start from seeded Gaussian noise in the autoencoder's latent space; when editing, from
@@ -342,7 +338,7 @@ def diffusion_progressive(
             unconditional=enc.unconditional,
             region=region,
             skipped=skipped,
-            regional_prompts=tuple(text for text, _ in regions or ()),
+            regional_prompts=tuple(texts[-2:]) if len(texts) > 1 else (),
         )
 
 

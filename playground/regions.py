@@ -14,6 +14,8 @@ Pure functions, no model:
     regional_prompts("a red circle on the left and a blue star on the right on a white background", grid=16)
     # [("a red circle on the left on a white background", left-half mask (16, 16)),
     #  ("a blue star on the right on a white background", right-half mask)]
+    conditional_streams(prompt, grid=16, regional=0.5)
+    # the prompts a sampler runs (the whole prompt, then each object's) and their weights (3, 16, 16)
 """
 
 from __future__ import annotations
@@ -61,3 +63,19 @@ def regional_prompts(prompt: str, grid: int) -> list[tuple[str, np.ndarray]] | N
     if places not in OPPOSITE_PAIRS and places[::-1] not in OPPOSITE_PAIRS:
         return None
     return [(object_prompt(o, spec.background), half_mask(o.place, grid)) for o in spec.objects]
+
+
+def conditional_streams(prompt: str, grid: int, regional: float) -> tuple[list[str], np.ndarray]:
+    """The prompts a sampler's conditional prediction is made of, and each one's share of every
+    cell, (S, grid, grid) float32 summing to 1 on each cell. Without regional prompts (`regional`
+    0, or a prompt they do not apply to): the prompt alone. With them: the prompt at 1 - regional
+    (left out at 1), and each object's prompt at `regional` on its half."""
+    regions = regional_prompts(prompt, grid) if regional > 0 else None
+    if not regions:
+        return [prompt], np.ones((1, grid, grid), dtype=np.float32)
+    prompts = [prompt] if regional < 1 else []
+    weights = [np.full((grid, grid), 1.0 - regional, dtype=np.float32)] if regional < 1 else []
+    for text, half in regions:
+        prompts.append(text)
+        weights.append(regional * half.astype(np.float32))
+    return prompts, np.stack(weights)

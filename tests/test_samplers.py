@@ -12,7 +12,7 @@ from playground.autoregressive import NUM_CANDIDATES, filter_logits, grow_depth,
 from playground.diffusion import SCHEDULERS, coordinate_planes, make_scheduler, predicted_x0, unet_input, with_coordinate_channels
 from playground.frames import UNWRITTEN, AutoregressiveFrame, DiffusionFrame
 from playground.outputs import comparison_strip, save_gif
-from playground.regions import regional_prompts
+from playground.regions import conditional_streams, regional_prompts
 
 PROMPT = "a large red circle on the left on a yellow background"
 
@@ -471,6 +471,18 @@ def test_regional_prompts_split_two_placed_objects_into_halves():
     bottom, top = (m for _, m in regional_prompts("a red star at the bottom and a blue heart at the top", grid=4))
     assert bottom[2:].all() and not bottom[:2].any() and (top ^ bottom).all()
     assert regional_prompts("a red star at the bottom and a blue heart at the top", grid=4)[0][0] == "a red star at the bottom"
+
+
+def test_conditional_streams_share_every_cell():
+    assert conditional_streams(TWO, 16, 0.0)[0] == [TWO]  # off: the prompt alone
+    for regional, count in ((0.5, 3), (1.0, 2)):
+        texts, weights = conditional_streams(TWO, 16, regional)
+        assert len(texts) == weights.shape[0] == count and weights.shape[1:] == (16, 16)
+        np.testing.assert_allclose(weights.sum(0), 1.0)  # every cell's prediction is a weighted mean
+        assert texts[-2:] == [t for t, _ in regional_prompts(TWO, 16)]
+    texts, weights = conditional_streams(TWO, 16, 0.25)
+    assert texts[0] == TWO and weights[0, 0, 0] == 0.75 and weights[1, 0, 0] == 0.25 and weights[2, 0, 0] == 0
+    assert conditional_streams(PROMPT, 16, 1.0)[0] == [PROMPT]  # one object: nothing to split
 
 
 @pytest.mark.parametrize("prompt", [
