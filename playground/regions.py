@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .shapes import OPPOSITE_PAIRS, PLACE_PHRASES, ObjectSpec, parse_prompt
+from .shapes import OPPOSITE_PAIRS, PLACE_PHRASES, ObjectSpec, parse_prompt, place_region
 
 
 def object_prompt(obj: ObjectSpec, background: str | None) -> str:
@@ -35,23 +35,6 @@ def object_prompt(obj: ObjectSpec, background: str | None) -> str:
     return " ".join(words)
 
 
-def half_mask(place: str, grid: int) -> np.ndarray:
-    """The half of a (grid, grid) latent grid where an object at `place` stands, bool."""
-    m = np.zeros((grid, grid), dtype=bool)
-    h = grid // 2
-    if place == "left":
-        m[:, :h] = True
-    elif place == "right":
-        m[:, h:] = True
-    elif place == "top":
-        m[:h, :] = True
-    elif place == "bottom":
-        m[h:, :] = True
-    else:
-        raise ValueError(f"no half for place {place!r}")
-    return m
-
-
 def regional_prompts(prompt: str, grid: int) -> list[tuple[str, np.ndarray]] | None:
     """For a prompt naming exactly two objects at opposite places (left and right, or top and
     bottom), each object's prompt and its half of the grid; the halves cover the grid once.
@@ -62,7 +45,7 @@ def regional_prompts(prompt: str, grid: int) -> list[tuple[str, np.ndarray]] | N
     places = tuple(o.place for o in spec.objects)
     if places not in OPPOSITE_PAIRS and places[::-1] not in OPPOSITE_PAIRS:
         return None
-    return [(object_prompt(o, spec.background), half_mask(o.place, grid)) for o in spec.objects]
+    return [(object_prompt(o, spec.background), place_region(o.place, grid)) for o in spec.objects]
 
 
 def conditional_streams(prompt: str, grid: int, regional: float) -> tuple[list[str], np.ndarray]:

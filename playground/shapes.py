@@ -309,9 +309,12 @@ def components(mask: np.ndarray) -> list[np.ndarray]:
     return sorted(out, key=lambda m: -int(m.sum()))
 
 
-def _region(place: str | None) -> np.ndarray:
-    r = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
-    half = IMAGE_SIZE // 2
+def place_region(place: str | None, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Where an object at `place` stands, (size, size) bool: its half of the picture, the
+    middle for `center`, everywhere for no place (the checker's rule; a latent grid's size
+    gives the same region on the grid)."""
+    r = np.zeros((size, size), dtype=bool)
+    half = size // 2
     if place is None:
         r[:] = True
     elif place == "left":
@@ -322,8 +325,8 @@ def _region(place: str | None) -> np.ndarray:
         r[:half, :] = True
     elif place == "bottom":
         r[half:, :] = True
-    else:  # center: the middle 32 x 32
-        q = IMAGE_SIZE // 4
+    else:  # center: the middle half in each direction (32 x 32 of the picture)
+        q = size // 4
         r[q : q + half, q : q + half] = True
     return r
 
@@ -391,7 +394,7 @@ def check(image: np.ndarray | Image.Image, prompt: str | PromptSpec) -> CheckRes
     used: list[np.ndarray] = []
     # Objects with a place first, so that a placeless one cannot take their blob.
     for obj in sorted(spec.objects, key=lambda o: o.place is None):
-        colour_mask = (idx == COLORS.index(obj.color)) & _region(obj.place)
+        colour_mask = (idx == COLORS.index(obj.color)) & place_region(obj.place)
         if obj.color == bg and obj.place is None:
             colour_mask &= ~_border_connected(colour_mask)
         blobs = [b for b in components(colour_mask) if not any((b & u).any() for u in used)]
