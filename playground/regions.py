@@ -1,13 +1,16 @@
 """Regional prompts: a two-object prompt split into one prompt per object, each with its half.
 
-The embedded models draw one named object well (about 90 % of one-object prompts) but bind
-two badly: the prompt reaches the picture as one code, and the network must work out which
-object goes where (see `grounding.py`). When a prompt places its two objects at opposite places
+The embedded diffusion model draws one named object well (91 % of one-object seen prompts) but
+binds two badly (24 %): the prompt reaches the picture as one code, and the network must work
+out which object goes where; a quarter of its two-object pictures have the objects in each
+other's place (see `grounding.py`). When a prompt places its two objects at opposite places
 ("... on the left and ... on the right"), the sampler can do that work instead: each object's
-own prompt ("a large red circle on the left on a yellow background") steers only its half of the
-latent grid (regional prompting, as in Composable Diffusion and MultiDiffusion's region
-prompts). The network still paints each half from noise or token by token; it is told, half by
-half, which object that half holds.
+own prompt ("a large red circle on the left on a yellow background") also steers its half of
+the latent grid (regional prompting, as in Composable Diffusion and MultiDiffusion's region
+prompts). The network still paints the whole picture from noise (or token by token); it is
+told, half by half, which object that half holds. Measured at the default mix (0.5, settings.py):
+two-object seen prompts 24 -> 80 %, places swapped 25 -> 0 %, held-out prompts 46 -> 85 %.
+The autoregressive model, which reads each object's place first, gains nothing measurable.
 
 Pure functions, no model:
 
