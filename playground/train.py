@@ -85,18 +85,39 @@ def step_rngs(seed: int, step: int) -> tuple[np.random.Generator, torch.Generato
     return np.random.default_rng((seed, step)), torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def check_two_object_share(share: float) -> None:
+def check_share(share: float, flag: str = "--two-object-share") -> None:
     if not 0.0 <= share <= 1.0:
-        raise ValueError(f"--two-object-share must lie between 0 and 1, got {share}")
+        raise ValueError(f"{flag} must lie between 0 and 1, got {share}")
 
 
-def batch_sampler(scenes: list, two_object_share: float | None = None):
+def batch_sampler(scenes: list, two_object_share: float | None = None, star_share: float | None = None):
     """draw(rng, batch) -> training-set indices of one batch: uniform (about half the scenes have
     two objects), or with each index drawn from the two-object scenes with `two_object_share`
-    probability (more practice on the prompts the models get wrong most)."""
+    probability (more practice on the prompts the models get wrong most); then, with
+    `star_share`, each index replaced with that probability by a scene with a star in it (the
+    shape both models draw worst)."""
+    draw = two_object_sampler(scenes, two_object_share)
+    if star_share is None:
+        return draw
+    check_share(star_share, "--star-share")
+    stars = np.flatnonzero([any(o.shape == "star" for o in s.objects) for s in scenes])
+    if not len(stars):
+        raise ValueError("star_share: the training set has no scene with a star")
+
+    def draw_with_stars(rng: np.random.Generator, batch: int) -> np.ndarray:
+        idx = draw(rng, batch)  # (B,)
+        pick = rng.random(batch) < star_share  # (B,)
+        idx[pick] = stars[rng.integers(len(stars), size=int(pick.sum()))]
+        return idx
+
+    return draw_with_stars
+
+
+def two_object_sampler(scenes: list, two_object_share: float | None):
+    """batch_sampler without stars."""
     if two_object_share is None:
         return lambda rng, batch: rng.integers(len(scenes), size=batch)
-    check_two_object_share(two_object_share)
+    check_share(two_object_share)
     two = np.array([len(s.objects) == 2 for s in scenes])
     pools = np.flatnonzero(~two), np.flatnonzero(two)
     if (two_object_share > 0 and not len(pools[1])) or (two_object_share < 1 and not len(pools[0])):
@@ -361,7 +382,7 @@ def train_diffusion(args) -> None:
         unet = build_unet(cfg, latents.shape[1], latents.shape[2])
         text_encoder = build_text_encoder(cfg, pe.vocab_size, pe.pad_id, pe.bos_id)
     sched = build_train_scheduler(cfg)
-    draw = batch_sampler(scenes, args.two_object_share)
+    draw = batch_sampler(scenes, args.two_object_share, args.star_share)
     text_encoder.config.prompt_order = args.diffusion_prompt_order  # read back by the sampler (text.prompt_order)
     dev = pick_device(args.device)
     unet.to(dev), text_encoder.to(dev)
@@ -442,7 +463,7 @@ def train_autoregressive(args) -> None:
     lm.to(dev)
     opt = torch.optim.AdamW(lm.parameters(), lr=args.ar_lr, weight_decay=0.01, betas=(0.9, 0.95))
     ckpt = Checkpointer("autoregressive", {"transformer": lm}, opt)
-    draw = batch_sampler(scenes, args.two_object_share)
+    draw = batch_sampler(scenes, args.two_object_share, args.star_share)
     lm.train()
 
     def step_fn(step: int) -> float:
@@ -479,6 +500,8 @@ def main(argv=None) -> None:
     p.add_argument("--caption-drop", type=float, default=CAPTION_DROP, help="chance that each optional part of a training caption is left out")
     p.add_argument("--two-object-share", type=float, default=None,
                    help="share of each generator batch drawn from two-object scenes (default: as the data fall, about half)")
+    p.add_argument("--star-share", type=float, default=None,
+                   help="share of each generator batch drawn from scenes with a star (default: as the data fall)")
     p.add_argument("--test-size", type=int, default=1000, help="held-out scenes for the autoencoder's PSNR and latent scale")
     p.add_argument("--ae-steps", type=int, default=2500)
     p.add_argument("--ae-batch", type=int, default=24)
@@ -522,11 +545,12 @@ def main(argv=None) -> None:
                    help="extra loss weight on the codes of cells that an object touches (0: plain cross-entropy)")
     p.add_argument("--ar-bf16", type=int, default=1, help="bfloat16 autocast (faster on these CPUs)")
     args = p.parse_args(argv)
-    if args.two_object_share is not None:
-        try:  # before any data or model loads
-            check_two_object_share(args.two_object_share)
-        except ValueError as e:
-            p.error(str(e))
+    try:  # before any data or model loads
+        for name in ("two_object_share", "star_share"):
+            if getattr(args, name) is not None:
+                check_share(getattr(args, name), "--" + name.replace("_", "-"))
+    except ValueError as e:
+        p.error(str(e))
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # tiny values slow these CPUs down many times over
     stages = ["autoencoder", "decoder", "diffusion", "autoregressive"] if args.stage == "all" else [args.stage]

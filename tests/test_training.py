@@ -158,6 +158,22 @@ def test_batch_sampler_uniform_or_with_a_share_of_two_object_scenes():
         train.batch_sampler(only_one, 0.5)
 
 
+def test_batch_sampler_with_a_share_of_star_scenes():
+    scenes = [sample_scene(np.random.default_rng(i)) for i in range(300)]
+    star = np.array([any(o.shape == "star" for o in s.objects) for s in scenes])
+    two = np.array([len(s.objects) == 2 for s in scenes])
+    base = star.mean()
+    for share in (0.5, 1.0):
+        idx = train.batch_sampler(scenes, 0.8, share)(np.random.default_rng(1), 4000)
+        assert abs(star[idx].mean() - (share + (1 - share) * base)) < 0.04  # replaced, else as drawn
+        if share < 1:
+            assert two[idx].mean() > two.mean() + 0.1  # the two-object share still applies
+    with pytest.raises(ValueError, match="--star-share must lie between 0 and 1"):
+        train.batch_sampler(scenes, None, -0.1)
+    with pytest.raises(ValueError, match="no scene with a star"):
+        train.batch_sampler([s for s, has in zip(scenes, star) if not has], None, 0.5)
+
+
 def test_train_rejects_a_share_outside_0_1(capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.main(["--stage", "diffusion", "--two-object-share", "2"])
