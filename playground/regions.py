@@ -10,7 +10,7 @@ the latent grid (regional prompting, as in Composable Diffusion and MultiDiffusi
 prompts). The network still paints the whole picture from noise (or token by token); it is
 told, half by half, which object that half holds. Measured at the default mix (0.5, settings.py):
 two-object seen prompts 24 -> 80 %, places swapped 25 -> 0 %, held-out prompts 46 -> 85 %.
-The autoregressive model, which reads each object's place first, gains nothing measurable.
+The autoregressive model, which reads each object's place first, gained nothing measurable.
 
 Pure functions, no model:
 
