@@ -1,7 +1,7 @@
 """Regional prompts: a two-object prompt split into one prompt per object, each with its half.
 
-The embedded diffusion model draws one named object well (91 % of one-object seen prompts) but
-binds two badly (24 %): the prompt reaches the picture as one code, and the network must work
+The session-11 diffusion model drew one named object well (91 % of one-object seen prompts) but
+bound two badly (24 %): the prompt reaches the picture as one code, and the network must work
 out which object goes where; a quarter of its two-object pictures have the objects in each
 other's place (see `grounding.py`). When a prompt places its two objects at opposite places
 ("... on the left and ... on the right"), the sampler can do that work instead: each object's
