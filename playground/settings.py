@@ -113,7 +113,8 @@ class EditSettings(GenerationSettings):
     (`keep_rows`, used when no region is painted)."""
 
     # one-attribute edits that succeed, of 100: 0.7 40 %, 0.8 53 %, 0.9 69 %, 1.0 65 % (session-10
-    # decoder, no regional prompts); at 0.9 with the shipped decoder 74 %, with regional prompts 83 %
+    # decoder, no regional prompts); at 0.9 with the shipped decoder 74 %, with regional prompts
+    # 83 %; the session-12 diffusion model (regional prompts) 95 %
     strength: float = 0.9
     keep_rows: int = 8
 
