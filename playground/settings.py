@@ -55,7 +55,7 @@ class GenerationSettings:
     # each object's own prompt alone steers its half. Two-object seen prompts, of 95: diffusion
     # 0 27 %, 0.25 60 %, 0.5 84 %, 0.75 85 %, 1 71 %; autoregressive 0 73 %, 0.25 79 %, 0.5 77 %,
     # 0.75 75 %, 1 60 %, and at 0.5 on all 200 seen prompts 81.5 %, as without: off for it
-    # (autoregressive figures: the model before its session-12 star fine-tune).
+    # (measured with session 11's diffusion and autoregressive models).
     regional: float = 0.5
     ar_regional: float = 0.0
     # which model paints each panel ("": the engine's default; see Engine.models)
