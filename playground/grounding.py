@@ -18,7 +18,9 @@ Measured, fine-tuning the shipped model at 5e-4 with coordinate planes and place
 grounding 0.1, 3,000 steps: 56.0 % of 200 seen prompts (shipped 56.5 %), two objects 25 % (22 %),
 but 31 % of two-object pictures have the objects in each other's place (18 %); with reading 0.1
 as well, 2,000 steps: 51.5 %. The named objects are drawn; which goes where is still not read
-from the prompt. Neither is shipped.
+from the prompt. Neither was shipped. Trained from scratch with coordinates, place-first prompts and
+grounding 0.1 (10,000 steps, session 12), the model is shipped: 92.0 % of seen prompts with
+regional prompts (regions.py); not measured without them.
 
     recorder = AttentionRecorder.attach(unet)              # records every cross-attention map
     pred = unet(...)                                       # as usual

@@ -26,9 +26,11 @@ shipped decoder went on after its first 1,500 steps: `--stage decoder --decoder-
 --decoder-lr 1.5e-4`, runs/decoder/ moved aside before each (it loads assets/vqvae, so each run
 starts from the last).
 
-Tried on the diffusion model and not shipped (README.md, session 10): `--diffusion-coordinates 1`
-(the UNet also reads each cell's position), `--diffusion-grounding W` and `--diffusion-reading W`
-(token grounding, grounding.py), each a fine-tune from the shipped model with `--diffusion-init`.
+The shipped diffusion model (session 12) was trained from scratch with the UNet reading each
+cell's position, place-first prompts and token grounding (grounding.py): `--stage diffusion
+--diffusion-coordinates 1 --diffusion-prompt-order place_first --diffusion-grounding 0.1
+--diffusion-steps 10000` (stopped at 4,000 and resumed). The same options as fine-tunes of an
+earlier model with `--diffusion-init` (session 10), and `--diffusion-reading W`, were not shipped.
 
 Each stage shows a progress bar, saves a checkpoint to runs/<stage>/ every few hundred steps
 and resumes from it when restarted (so a run can span sessions), uses fixed seeds, and writes
