@@ -19,7 +19,8 @@ as_written`, 11,000 steps), then continued on place-first prompts (`--ar-init as
 scenes (`--ar-init assets/transformer --two-object-share 0.75 --ar-steps 3000 --ar-lr 5e-4`),
 then 85 % (`--two-object-share 0.85 --ar-steps 2400`, the rest the same), then with half of
 each batch drawn from scenes with a star (`--two-object-share 0.85 --star-share 0.5
---ar-steps 2000`, session 12), with
+--ar-steps 2000`, session 12), then a quarter at a lower learning rate (`--two-object-share 0.85
+--star-share 0.25 --ar-steps 1500 --ar-lr 2e-4`, session 13), with
 runs/autoregressive/ moved aside before each continuation; README.md has the figures. The
 shipped decoder went on after its first 1,500 steps: `--stage decoder --decoder-steps 3000
 --decoder-lr 3e-4`, then `--decoder-steps 3000 --decoder-lr 2e-4`, then `--decoder-steps 3000
