@@ -30,7 +30,9 @@ starts from the last).
 The shipped diffusion model (session 12) was trained from scratch with the UNet reading each
 cell's position, place-first prompts and token grounding (grounding.py): `--stage diffusion
 --diffusion-coordinates 1 --diffusion-prompt-order place_first --diffusion-grounding 0.1
---diffusion-steps 10000` (stopped at 4,000 and resumed). The same options as fine-tunes of an
+--diffusion-steps 10000` (stopped at 4,000 and resumed), then continued with a star in 30 % of
+each batch (the same options plus `--diffusion-init assets --star-share 0.3 --diffusion-steps
+1200 --diffusion-lr 3e-4`, session 13, runs/diffusion/ moved aside). The same options as fine-tunes of an
 earlier model with `--diffusion-init` (session 10), and `--diffusion-reading W`, were not shipped.
 
 Each stage shows a progress bar, saves a checkpoint to runs/<stage>/ every few hundred steps
