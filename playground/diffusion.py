@@ -246,7 +246,7 @@ def diffusion_progressive(
     model: DiffusionModel,
     prompt: str,
     seed: int = 0,
-    num_inference_steps: int = 20,
+    num_inference_steps: int = 12,
     guidance_scale: float = 3.0,
     scheduler: str = "ddim",
     image: np.ndarray | None = None,

@@ -678,7 +678,7 @@ def editor_canvas(picture: np.ndarray, layers: list[np.ndarray] = ()) -> dict:
 
 def model_settings(model) -> tuple[int, float]:
     """(steps, guidance) for the Settings fields when the diffusion model menu changes: a turbo
-    model paints in 2 steps without guidance, the embedded model in 20 at 3 (settings.suggested_diffusion_settings)."""
+    model paints in 2 steps without guidance, the embedded model in 12 at 3 (settings.suggested_diffusion_settings)."""
     suggested = suggested_diffusion_settings(model if isinstance(model, str) else "")
     return suggested["num_inference_steps"], suggested["guidance_scale"]
 

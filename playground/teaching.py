@@ -73,7 +73,7 @@ COMPARISON_TABLE = """\
 | Two objects | a small model cannot easily tell which words go where on its own (an earlier one here: 24 % of two-object prompts right); regional prompts let each object's words steer its half (80 %; the current model 91 %) | reading places first, it binds on its own (80 %); regional prompts add nothing measurable |
 | One step computes | a noise estimate for the whole picture at once | a probability for every codebook entry, for the next cell only |
 | Order | everywhere at once, coarse to fine | cell by cell, row by row |
-| Network evaluations per picture | one per step (20 here by default) | one per token (256 here) |
+| Network evaluations per picture | one per step (12 here by default) | one per token (256 here) |
 | The picture is | a 16 × 16 × 4 continuous latent | 256 tokens here; Janus-Pro: 576; Nano Banana: about 1,290 |
 | Randomness | the starting noise | each token is sampled (temperature, top-k, top-p) |
 | Can it change its mind? | yes, every step | no, a written token stays |

@@ -330,7 +330,7 @@ def test_edit_an_upload_streams_both_panels(client, playground_app, tmp_path):
     path = save(rgba, tmp_path / "upload.png")  # an RGBA upload at another size
     updates, final = run_edit(client, picture=editor(path), prompt=PROMPT, seed=0, strength=0.5, keep_rows=8)
     assert sum(isinstance(u[1], str) for u in updates[:-1]) >= 5  # the AR panel streamed
-    assert final[3].startswith("✓ done · step 10/10 (edit: the first 10 of 20 steps skipped)")
+    assert final[3].startswith("✓ done · step 6/6 (edit: the first 6 of 12 steps skipped)")  # strength 0.5 of the 12 default steps
     assert final[4].startswith("✓ done · token 128/128 written, 128 kept")
     assert Image.open(final[0]).size == (256, 256)
     run = playground_app[0].playground.runs.latest()

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from playground.decoding import CachedDecoding, GPT2Decoding, Recomputing, start_decoding
 from playground.autoregressive import NUM_CANDIDATES, filter_logits, grow_depth, training_sequences
 from playground.diffusion import SCHEDULERS, coordinate_planes, make_scheduler, predicted_x0, unet_input, with_coordinate_channels
 from playground.frames import UNWRITTEN, AutoregressiveFrame, DiffusionFrame
@@ -50,7 +51,9 @@ def count_calls(monkeypatch):
 
 
 def batch_sizes(module):
-    """Record the batch size of every forward call of a torch module (remove the hook after)."""
+    """Record the batch size of every forward call of a torch module (remove the hook after).
+    (The autoregressive model's passes are counted at its token embedding, which every way of
+    decoding calls once a pass; decoding.py.)"""
     sizes = []
 
     def hook(mod, args, kwargs):
@@ -201,7 +204,7 @@ def test_autoregressive_frames(ar_run, tiny_engine):
 
 @pytest.mark.parametrize("prompt,guidance,batch", [(PROMPT, 1.0, 1), (PROMPT, 3.0, 2), ("", 3.0, 1)])
 def test_autoregressive_guidance_batches(tiny_engine, prompt, guidance, batch):
-    sizes, handle = batch_sizes(tiny_engine.autoregressive.transformer)
+    sizes, handle = batch_sizes(tiny_engine.autoregressive.transformer.get_input_embeddings())  # once a pass
     try:
         frames = take(tiny_engine.autoregressive_progressive(prompt, guidance_scale=guidance), 6)
     finally:
@@ -239,6 +242,43 @@ def test_kv_cache_gives_the_same_tokens(tiny_engine):
     for a, b in zip(cached[::9], full[::9]):
         assert [c for c, _ in a.candidates] == [c for c, _ in b.candidates]
         assert np.allclose([p for _, p in a.candidates], [p for _, p in b.candidates], atol=1e-4)
+
+
+def feed_in_steps(decoding, lm, prefix, chunks):
+    """The logits a decoding class gives after the prefix and after each chunk of tokens."""
+    decoder, logits = decoding(lm, prefix), []
+    for chunk in [None, *chunks]:
+        returned = decoder.feed(chunk) if chunk is not None else decoder.logits
+        assert returned is decoder.logits  # what feed returns is what the sampler reads after
+        logits.append(returned)
+    return logits
+
+
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)).eval()
+
+
+@pytest.mark.parametrize("model", ["gpt2", "llama"])
+def test_every_way_of_decoding_gives_transformers_logits(tiny_engine, model):
+    lm = tiny_engine.autoregressive.transformer if model == "gpt2" else tiny_llama()
+    g = torch.Generator().manual_seed(0)
+    prefix = torch.randint(0, 30, (2, 9), generator=g)  # (B, P)
+    chunks = [torch.randint(0, 30, (2, n), generator=g) for n in (1, 1, 4, 1, 3)]  # one token, or several (editing)
+    with torch.no_grad():
+        whole = lm(input_ids=torch.cat([prefix, *chunks], 1)).logits  # (B, T, V) in one pass
+        ends = np.cumsum([prefix.shape[1]] + [c.shape[1] for c in chunks]) - 1
+        expected = [whole[:, e] for e in ends]
+        ways = [CachedDecoding, Recomputing] + [GPT2Decoding] * (model == "gpt2")
+        for decoding in ways:
+            for got, want in zip(feed_in_steps(decoding, lm, prefix, chunks), expected, strict=True):
+                assert torch.allclose(got, want, atol=1e-5), decoding.__name__
+    assert GPT2Decoding.supports(lm) == (model == "gpt2")
+    assert isinstance(start_decoding(lm, prefix), GPT2Decoding if model == "gpt2" else CachedDecoding)
+    assert isinstance(start_decoding(lm, prefix, use_cache=False), Recomputing)
 
 
 def test_autoregressive_seeds(tiny_engine, ar_run):
@@ -505,7 +545,7 @@ def live_status(kind):
 
 @pytest.mark.parametrize("kind", ["diffusion", "autoregressive"])
 def test_regional_streams_are_batched_and_change_only_two_object_prompts(tiny_engine, kind):
-    net = tiny_engine.diffusion.unet if kind == "diffusion" else tiny_engine.autoregressive.transformer
+    net = tiny_engine.diffusion.unet if kind == "diffusion" else tiny_engine.autoregressive.transformer.get_input_embeddings()
     run = tiny_engine.diffusion_progressive if kind == "diffusion" else tiny_engine.autoregressive_progressive
     kwargs = {"num_inference_steps": 3} if kind == "diffusion" else {}
 
