@@ -6,7 +6,7 @@
 Each run folder gets diffusion.png, autoregressive.png, diffusion.gif, autoregressive.gif,
 comparison.png and report.json. Bad input: a one-line message and exit code 2.
 
-    python -m playground edit picture.png "a large blue circle on the left" --strength 0.9 --keep-rows 8 --out out/
+    python -m playground edit picture.png "a large blue circle on the left" --strength 0.95 --keep-rows 8 --out out/
     python -m playground edit picture.png "a small red star in the center" --mask region.png --out out/
 
 An edit's folder has the same files, plus input.png (the picture as the models saw it, 64 x 64),
