@@ -56,8 +56,12 @@ class GenerationSettings:
     # Regional prompts (`regions.py`; embedded models, two objects at opposite places): 0 off, 1
     # each object's own prompt alone steers its half. Two-object seen prompts, of 95: diffusion
     # 0 27 %, 0.25 60 %, 0.5 84 %, 0.75 85 %, 1 71 %; autoregressive 0 73 %, 0.25 79 %, 0.5 77 %,
-    # 0.75 75 %, 1 60 %, and at 0.5 on all 200 seen prompts 81.5 %, as without: off for it
-    # (measured with session 11's diffusion and autoregressive models).
+    # 0.75 75 %, 1 60 %, and at 0.5 on all 200 seen prompts 81.5 %, as without (measured with
+    # session 11's diffusion and autoregressive models). Session 13's autoregressive model, all
+    # 200 seen prompts: 0 86.5 % (two objects 80 %), 0.25 89.5 % (86 %), 0.5 87.5 % (82 %);
+    # held-out 0 52 %, 0.25 49 %. 0.25 was also session 11's best for two objects, but its four
+    # token streams cost +30 to +45 % a two-object picture (1.89 against 1.31 s with previews,
+    # 2 threads): over the 1.5 s target, and still under 90 %. Off by default.
     regional: float = 0.5
     ar_regional: float = 0.0
     # which model paints each panel ("": the engine's default; see Engine.models)
