@@ -32,7 +32,9 @@ class GPT2Decoding:
         self.lm, self.heads, self.width = lm, c.n_head, c.n_embd
         b = prefix.shape[0]
         shape = (c.n_layer, b, c.n_head, c.n_positions, c.n_embd // c.n_head)
-        self.keys, self.values = torch.zeros(shape), torch.zeros(shape)  # (layers, B, H, max T, hd)
+        like = lm.lm_head.weight  # the model's dtype and device
+        self.keys = torch.zeros(shape, dtype=like.dtype, device=like.device)  # (layers, B, H, max T, hd)
+        self.values = torch.zeros_like(self.keys)
         self.length = 0  # positions written
         self.feed(prefix)
 
@@ -48,10 +50,10 @@ class GPT2Decoding:
         t = self.lm.transformer
         b, n = tokens.shape
         start, end = self.length, self.length + n
-        positions = torch.arange(start, end)
+        positions = torch.arange(start, end, device=tokens.device)
         x = t.wte(tokens) + t.wpe(positions)  # (B, L, D)
         # Each new token sees every earlier position and itself (a causal mask within the new ones).
-        mask = None if n == 1 else positions[:, None] >= torch.arange(end)[None]  # (L, end)
+        mask = None if n == 1 else positions[:, None] >= torch.arange(end, device=tokens.device)[None]  # (L, end)
         for i, block in enumerate(t.h):
             q, k, v = block.attn.c_attn(block.ln_1(x)).split(self.width, dim=2)  # (B, L, D) each
             q = q.view(b, n, self.heads, -1).transpose(1, 2)  # (B, H, L, hd)
