@@ -76,7 +76,7 @@ def main(argv=None) -> None:
     consume(runs["diffusion"](), None), consume(runs["autoregressive"](), None)  # warm-up
     print(f"torch threads {torch.get_num_threads()}, default settings {s.as_dict()}")
     for name, run in runs.items():
-        # The three ways in turn, repeat by repeat: this machine's speed drifts by 10-20 % over
+        # The three ways in turn, repeat by repeat: this machine's speed drifts by 10-30 % over
         # tens of seconds, which would otherwise land on one way more than another.
         plain, live, every, spent = [], [], [], []
         for _ in range(args.repeats):

@@ -40,7 +40,7 @@ LIMITS = {
 @dataclass
 class GenerationSettings:
     seed: int = 0
-    # diffusion. DDIM steps, 200 seen / 100 held-out prompts (session 14's model, regional 0.5):
+    # diffusion. DDIM steps, 200 seen / 100 held-out prompts (session 13's model, regional 0.5):
     # 20 94.0 / 93.0 %, 12 94.0 / 91.0 %, 10 94.5 / 89.0 % (DPM-Solver 10: 93.5 / 92.0 %).
     # 12 keeps adherence and takes 0.6 of 20's time.
     num_inference_steps: int = 12
