@@ -7,6 +7,7 @@ edited without knowing the rest of the code. app.py places these texts on the pa
 
 from __future__ import annotations
 
+from .settings import GenerationSettings
 from .shapes import COLORS, HELD_OUT_PAIRS, PLACE_PHRASES, SHAPES, SIZE_SYNONYMS, SIZES
 
 INTRO = """\
@@ -66,14 +67,14 @@ above and to the left of the cell it writes — never what lies below or to the 
 repainted region often does not join up with the picture under it and right of it.
 """
 
-COMPARISON_TABLE = """\
+COMPARISON_TABLE = f"""\
 | | Diffusion (left) | Autoregressive (right) |
 |---|---|---|
 | Reads the prompt | through a separate text encoder, looked up by every part of the picture through cross-attention | as the first tokens of its own sequence, each word seeing only the words before it (so here each object's place is put first: *on the left a red square*) |
 | Two objects | a small model cannot easily tell which words go where on its own (an earlier one here: 24 % of two-object prompts right); regional prompts let each object's words steer its half (80 %; the current model 91 %) | reading places first, it binds on its own (80 %); regional prompts at 0.25 lift it to 86 %, but four token streams instead of two cost 30 to 45 % more time, so they are off by default |
 | One step computes | a noise estimate for the whole picture at once | a probability for every codebook entry, for the next cell only |
 | Order | everywhere at once, coarse to fine | cell by cell, row by row |
-| Network evaluations per picture | one per step (12 here by default) | one per token (256 here) |
+| Network evaluations per picture | one per step ({GenerationSettings.num_inference_steps} here by default) | one per token (256 here) |
 | The picture is | a 16 × 16 × 4 continuous latent | 256 tokens here; Janus-Pro: 576; Nano Banana: about 1,290 |
 | Randomness | the starting noise | each token is sampled (temperature, top-k, top-p) |
 | Can it change its mind? | yes, every step | no, a written token stays |
