@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from playground.autoencoder import native_bfloat16
 from playground.decoding import CachedDecoding, GPT2Decoding, Recomputing, start_decoding
 from playground.autoregressive import NUM_CANDIDATES, filter_logits, grow_depth, training_sequences
 from playground.diffusion import SCHEDULERS, coordinate_planes, make_scheduler, predicted_x0, unet_input, with_coordinate_channels
@@ -413,6 +414,11 @@ def test_previews_decode_cheaply_and_final_pictures_exactly(tiny_engine):
     assert np.array_equal(final.image(), ae.decode_latents(final.latents)[0])
     cheap, exact = ae.preview_latents(final.latents)[0], ae.decode_latents(final.latents)[0]
     assert np.abs(cheap.astype(int) - exact.astype(int)).mean() < 3
+    # The previews' bfloat16 weights are a copy: the model final pictures decode through keeps its own.
+    assert all(p.dtype == torch.float32 for p in ae.vq.parameters())
+    if native_bfloat16("cpu"):
+        with ae._preview_model() as vq:
+            assert vq is not ae.vq and vq.decoder.conv_out.weight.dtype == torch.bfloat16
 
 
 def test_the_autoregressive_sampler_orders_the_prompt_as_its_model_was_trained(tiny_engine, monkeypatch):
