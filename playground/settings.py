@@ -61,7 +61,8 @@ class GenerationSettings:
     # 200 seen prompts: 0 86.5 % (two objects 80 %), 0.25 89.5 % (86 %), 0.5 87.5 % (82 %);
     # held-out 0 52 %, 0.25 49 %. 0.25 was also session 11's best for two objects, but its four
     # token streams cost +30 to +45 % a two-object picture (1.89 against 1.31 s with previews,
-    # 2 threads): over the 1.5 s target, and still under 90 %. Off by default.
+    # 2 threads): over the 1.5 s target, and still under 90 %. Session 15's model: 0 and 0.25
+    # both 91.5 % (two objects 86 %). Off by default.
     regional: float = 0.5
     ar_regional: float = 0.0
     # which model paints each panel ("": the engine's default; see Engine.models)
