@@ -62,8 +62,9 @@ class GPT2Decoding:
         start, end = self.length, self.length + n
         x = (t.wte(tokens) + t.wpe.weight[start:end]).view(b * n, d)  # (B*L, D)
         # Each new token sees every earlier position and itself (a causal mask within the new ones).
-        positions = torch.arange(start, end, device=tokens.device)
-        mask = None if n == 1 else positions[:, None] >= torch.arange(end, device=tokens.device)[None]  # (L, end)
+        mask = None
+        if n > 1:
+            mask = torch.arange(start, end, device=tokens.device)[:, None] >= torch.arange(end, device=tokens.device)[None]  # (L, end)
         for i, block in enumerate(t.h):
             attn, mlp = block.attn, block.mlp  # GPT-2's Conv1D weights are (in, out): x @ W + b
             h = F.layer_norm(x, (d,), block.ln_1.weight, block.ln_1.bias, self.eps)  # (B*L, D)
