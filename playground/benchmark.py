@@ -9,6 +9,11 @@ and the autoregressive KV cache's speed-up over recomputing the whole sequence.
 A "preview" consumer decodes the frame it would show whenever 50 ms have passed since the
 last one (what the playground does); the "no preview" consumer decodes only the final picture.
 The per-step figure is the difference divided by the steps of a picture.
+
+Both consumers first run in the sampler's own thread: every preview is time the sampler waits.
+Then, for the embedded models, as the page runs them: the sampler in a worker process
+(playground/workers.py, one torch thread) and the previews decoded in this process as the
+frames arrive (one torch thread), so that a preview costs the sampler only the core it shares.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import time
 import torch
 
 from .cli import load_engine_or_exit
-from .engine import build_random_assets
+from .engine import EMBEDDED, build_random_assets
 from .settings import GenerationSettings
+from .workers import WorkerPool
 
 PROMPT = "a large red circle on the left and a small blue star on the right on a yellow background"
 
@@ -42,6 +48,58 @@ def consume(frames, preview_every_ms: float | None, spent: list | None = None) -
             last, previews = now, previews + 1
     frame.image()
     return time.perf_counter() - t0, previews
+
+
+def from_worker(worker, kind: str, prompt: str, kwargs: dict, decoder):
+    """A sampler's frames as computed by a worker process, each given this process's decoder."""
+    for frame, _, _ in worker.run(kind, prompt, kwargs):
+        frame.autoencoder = decoder
+        yield frame
+
+
+def timings(run, repeats: int, every_step: bool = False) -> dict:
+    """Median seconds of `run()` (a fresh sampler) drained with no previews, with a preview every
+    50 ms and, with every_step, a preview at every step. The ways take turns, repeat by repeat:
+    this machine's speed drifts by 10-30 % over tens of seconds, which would otherwise land on
+    one way more than another."""
+    plain, live, every, spent = [], [], [], []
+    for _ in range(repeats):
+        plain.append(consume(run(), None)[0])
+        live.append(consume(run(), 50))
+        if every_step:
+            every.append(consume(run(), 0, spent))
+    out = {"plain": statistics.median(plain), "live": statistics.median(t for t, _ in live), "previews": live[0][1]}
+    if every_step:
+        out.update(every=statistics.median(t for t, _ in every), steps=every[0][1], preview=statistics.median(spent))
+    return out
+
+
+def print_overhead(name: str, t: dict) -> None:
+    print(f"{name:15s} no previews {t['plain']:.3f} s   previews every 50 ms {t['live']:.3f} s "
+          f"({t['previews']} previews, overhead {100 * (t['live'] / t['plain'] - 1):+.1f} %)")
+
+
+def in_workers(engine, prompt: str, settings: GenerationSettings, repeats: int) -> None:
+    """The embedded samplers as the page runs them: each in a worker process, its previews
+    decoded here as its frames arrive (both with one torch thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    pool = WorkerPool(engine.folder, size=1, threads=1).start()
+    try:
+        if not pool.wait_ready():
+            print("in a worker process: the worker could not load the models")
+            return
+        [worker] = pool.acquire()
+        print("in a worker process (as the page runs them), previews decoded in this process, one thread each:")
+        for kind, kwargs in (("diffusion", settings.diffusion_kwargs()), ("autoregressive", settings.autoregressive_kwargs())):
+            decoder = getattr(engine, kind).autoencoder
+            run = lambda: from_worker(worker, kind, prompt, kwargs, decoder)  # noqa: E731 (used at once)
+            consume(run(), None)  # warm-up
+            print_overhead(kind, timings(run, repeats))
+        pool.release(worker)
+    finally:
+        pool.close()
+        torch.set_num_threads(threads)
 
 
 def main(argv=None) -> None:
@@ -76,28 +134,19 @@ def main(argv=None) -> None:
     consume(runs["diffusion"](), None), consume(runs["autoregressive"](), None)  # warm-up
     print(f"torch threads {torch.get_num_threads()}, default settings {s.as_dict()}")
     for name, run in runs.items():
-        # The three ways in turn, repeat by repeat: this machine's speed drifts by 10-30 % over
-        # tens of seconds, which would otherwise land on one way more than another.
-        plain, live, every, spent = [], [], [], []
-        for _ in range(args.repeats):
-            plain.append(consume(run(), None)[0])
-            live.append(consume(run(), 50))
-            every.append(consume(run(), 0, spent))
-        t_plain = statistics.median(plain)
-        t_live = statistics.median(t for t, _ in live)
-        t_every = statistics.median(t for t, _ in every)
-        steps = every[0][1]
-        print(f"{name:15s} no previews {t_plain:.3f} s   previews every 50 ms {t_live:.3f} s "
-              f"({live[0][1]} previews, overhead {100 * (t_live / t_plain - 1):+.1f} %)")
-        print(f"{'':15s} a preview every step: {1000 * t_plain / steps:.2f} ms/step without, "
-              f"{1000 * t_every / steps:.2f} ms/step with; the preview itself {1000 * statistics.median(spent):.2f} ms "
-              f"(median of {len(spent)})")
-    if engine.models("autoregressive")[0] != "embedded":
+        t = timings(run, args.repeats, every_step=True)
+        print_overhead(name, t)
+        print(f"{'':15s} a preview every step: {1000 * t['plain'] / t['steps']:.2f} ms/step without, "
+              f"{1000 * t['every'] / t['steps']:.2f} ms/step with; the preview itself {1000 * t['preview']:.2f} ms "
+              f"(median of {args.repeats * t['steps']})")
+    if engine.models("autoregressive")[0] != EMBEDDED:
         return  # the KV-cache comparison is the embedded sampler's (use_cache=False)
     kw = s.autoregressive_kwargs()
     cached = statistics.median(consume(engine.autoregressive_progressive(args.prompt, **kw), None)[0] for _ in range(args.repeats))
     recomputed = consume(engine.autoregressive_progressive(args.prompt, **kw, use_cache=False), None)[0]
     print(f"KV cache: {cached:.3f} s with, {recomputed:.3f} s recomputing: {recomputed / cached:.1f}x speed-up")
+    if engine.models("diffusion")[0] == EMBEDDED:
+        in_workers(engine, args.prompt, s, args.repeats)
 
 
 if __name__ == "__main__":

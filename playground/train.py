@@ -92,6 +92,13 @@ def step_rngs(seed: int, step: int) -> tuple[np.random.Generator, torch.Generato
     return np.random.default_rng((seed, step)), torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
+def draw_seed(args) -> int:
+    """The seed of the batches (and noise) drawn at each step: --draw-seed, or --seed. A run
+    continued from a saved model (--ar-init, --diffusion-init) with a new draw seed trains on
+    other batches of the same scenes than the run it continues."""
+    return args.seed if args.draw_seed is None else args.draw_seed
+
+
 def check_share(share: float, flag: str = "--two-object-share") -> None:
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"{flag} must lie between 0 and 1, got {share}")
@@ -230,7 +237,7 @@ def train_autoencoder(args) -> None:
     vq.train()
 
     def step_fn(step: int) -> float:
-        rng, _ = step_rngs(args.seed + 1, step)
+        rng, _ = step_rngs(draw_seed(args) + 1, step)
         batch = images[rng.integers(len(images), size=args.ae_batch)]  # (B, 64, 64, 3) uint8
         x = images_to_tensor(batch).to(dev)  # (B, 3, 64, 64)
         b = len(x)
@@ -303,7 +310,7 @@ def train_decoder(args) -> None:
     vq.decoder.train()
 
     def step_fn(step: int) -> float:
-        rng, _ = step_rngs(args.seed + 4, step)
+        rng, _ = step_rngs(draw_seed(args) + 4, step)
         x = images_to_tensor(images[rng.integers(len(images), size=args.decoder_batch)]).to(dev)  # (B, 3, 64, 64)
         with torch.no_grad():
             quant, _, _ = vq.quantize(vq.encode(x).latents)  # (B, C, 16, 16)
@@ -404,7 +411,7 @@ def train_diffusion(args) -> None:
     unet.train(), text_encoder.train()
 
     def step_fn(step: int) -> float:
-        rng, gen = step_rngs(args.seed + 2, step)
+        rng, gen = step_rngs(draw_seed(args) + 2, step)
         idx = draw(rng, args.diffusion_batch)
         x0 = latents[idx]  # (B, C, g, g)
         ids = torch.tensor([pe(c, order=args.diffusion_prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, T)
@@ -474,7 +481,7 @@ def train_autoregressive(args) -> None:
     lm.train()
 
     def step_fn(step: int) -> float:
-        rng, _ = step_rngs(args.seed + 3, step)
+        rng, _ = step_rngs(draw_seed(args) + 3, step)
         idx = draw(rng, args.ar_batch)
         ids = torch.tensor([pe(c, order=args.ar_prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, P)
         input_ids, labels = training_sequences(ids, codes[idx], lm.config)  # (B, T)
@@ -503,6 +510,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (the GPU where there is one)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--draw-seed", type=int, default=None, help="seed of the batches drawn at each step (default: --seed)")
     p.add_argument("--dataset-size", type=int, default=40000)
     p.add_argument("--caption-drop", type=float, default=CAPTION_DROP, help="chance that each optional part of a training caption is left out")
     p.add_argument("--two-object-share", type=float, default=None,

@@ -159,6 +159,22 @@ def test_evaluate_takes_the_sampling_settings(tiny_assets, tmp_path, capsys):
     assert exit_info.value.code == 2 and "temperature must be between 0.0 and 5.0" in capsys.readouterr().err
 
 
+def test_benchmark_times_previews_in_this_thread_and_as_the_page_runs_the_samplers(tiny_assets, capsys):
+    import re
+
+    from playground import benchmark
+
+    benchmark.main(["--assets", str(tiny_assets), "--repeats", "1", "--threads", "1"])
+    out = capsys.readouterr().out
+    same_thread, _, in_worker = out.partition("in a worker process")
+    pattern = r"(diffusion|autoregressive) +no previews (\d+\.\d+) s +previews every 50 ms (\d+\.\d+) s \((\d+) previews"
+    for part in (same_thread, in_worker):
+        found = {kind: (float(plain), float(live), int(n)) for kind, plain, live, n in re.findall(pattern, part)}
+        assert set(found) == {"diffusion", "autoregressive"}, part
+        assert all(plain > 0 and live > 0 and n >= 1 for plain, live, n in found.values()), found
+    assert re.search(r"KV cache: .* (\d+\.\d)x speed-up", same_thread)
+
+
 @pytest.mark.parametrize("command", ["evaluate", "evaluate_edits", "benchmark"])
 def test_measuring_commands_report_a_missing_model_folder_in_one_line(command, tmp_path, capsys):
     import importlib
