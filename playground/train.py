@@ -178,10 +178,14 @@ class Checkpointer:
         self.path.with_suffix(".tmp").replace(self.path)
 
 
-def run_loop(stage: str, ckpt: Checkpointer, total: int, peak_lr: float, step_fn, every: int = 200) -> None:
-    """The shared optimisation loop: lr schedule, progress bar, checkpoints, loss curve."""
+def run_loop(stage: str, ckpt: Checkpointer, total: int, peak_lr: float, step_fn, every: int = 200,
+             stop_at: int | None = None) -> None:
+    """The shared optimisation loop: lr schedule, progress bar, checkpoints, loss curve. With
+    stop_at, the run ends after that step, on the learning-rate schedule of `total` steps (the
+    weights a run of `total` steps had at that step)."""
     ckpt.resume()
-    bar = tqdm(range(ckpt.step, total), initial=ckpt.step, total=total, desc=stage, mininterval=5)
+    end = total if stop_at is None else min(stop_at, total)
+    bar = tqdm(range(ckpt.step, end), initial=ckpt.step, total=total, desc=stage, mininterval=5)
     for step in bar:
         for g in ckpt.optimizer.param_groups:
             g["lr"] = lr_at(step, total, peak_lr)
@@ -190,7 +194,7 @@ def run_loop(stage: str, ckpt: Checkpointer, total: int, peak_lr: float, step_fn
         ckpt.step = step + 1
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(ckpt.losses[-50:]):.4f}")
-        if ckpt.step % every == 0 or ckpt.step == total:
+        if ckpt.step % every == 0 or ckpt.step == end:
             ckpt.save()
     plot_loss_curve(ckpt.losses, ASSETS / f"{stage}-loss.png", title=f"{stage} training loss")
 
@@ -264,7 +268,7 @@ def train_autoencoder(args) -> None:
             usage.zero_()
         return loss.item()
 
-    run_loop("autoencoder", ckpt, args.ae_steps, args.ae_lr, step_fn)
+    run_loop("autoencoder", ckpt, args.ae_steps, args.ae_lr, step_fn, stop_at=args.stop_at)
     vq.to("cpu").eval()
 
     # The scale that gives the diffusion model unit-variance latents, and the report.
@@ -322,7 +326,7 @@ def train_decoder(args) -> None:
         opt.step()
         return loss.item()
 
-    run_loop("decoder", ckpt, args.decoder_steps, args.decoder_lr, step_fn)
+    run_loop("decoder", ckpt, args.decoder_steps, args.decoder_lr, step_fn, stop_at=args.stop_at)
     vq.to("cpu").eval()
     test_images, _ = build_dataset(args.test_size, seed=args.seed + 1000)
     recon, _ = SharedAutoencoder(vq).reconstruct(test_images)
@@ -446,7 +450,7 @@ def train_diffusion(args) -> None:
         opt.step()
         return loss.item()
 
-    run_loop("diffusion", ckpt, args.diffusion_steps, args.diffusion_lr, step_fn)
+    run_loop("diffusion", ckpt, args.diffusion_steps, args.diffusion_lr, step_fn, stop_at=args.stop_at)
     unet.to("cpu"), text_encoder.to("cpu")
     unet.save_pretrained(ASSETS / "unet")
     text_encoder.save_pretrained(ASSETS / "text_encoder")
@@ -499,7 +503,7 @@ def train_autoregressive(args) -> None:
         opt.step()
         return loss.item()
 
-    run_loop("autoregressive", ckpt, args.ar_steps, args.ar_lr, step_fn)
+    run_loop("autoregressive", ckpt, args.ar_steps, args.ar_lr, step_fn, stop_at=args.stop_at)
     lm.to("cpu")
     lm.save_pretrained(ASSETS / "transformer")
 
@@ -511,6 +515,8 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (the GPU where there is one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draw-seed", type=int, default=None, help="seed of the batches drawn at each step (default: --seed)")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="end each stage after this step, on the learning-rate schedule of its full step count")
     p.add_argument("--dataset-size", type=int, default=40000)
     p.add_argument("--caption-drop", type=float, default=CAPTION_DROP, help="chance that each optional part of a training caption is left out")
     p.add_argument("--two-object-share", type=float, default=None,

@@ -110,6 +110,28 @@ def test_run_loop_checkpoints_resumes_and_plots(tmp_runs):
     assert ckpt2.losses[:6] == ckpt.losses and ckpt2.losses[6:] == [0.5] * 3
 
 
+def test_run_loop_stop_at_ends_early_on_the_full_runs_schedule_and_a_restart_goes_on(tmp_runs):
+    model, opt = tiny_model(0)
+    seen = []
+
+    def step_fn(step):
+        seen.append((step, opt.param_groups[0]["lr"]))
+        return one_step(model, opt)
+
+    ckpt = train.Checkpointer("toy", {"net": model}, opt)
+    train.run_loop("toy", ckpt, total=10, peak_lr=0.01, step_fn=step_fn, every=100, stop_at=4)
+    assert [s for s, _ in seen] == [0, 1, 2, 3]
+    assert [lr for _, lr in seen] == pytest.approx([train.lr_at(s, 10, 0.01) for s in range(4)])
+    saved = torch.load(tmp_runs / "runs" / "toy" / "checkpoint.pt", weights_only=True)
+    assert saved["step"] == 4 and len(saved["losses"]) == 4  # saved at the stop, though not a multiple of `every`
+
+    seen.clear()
+    model2, opt2 = tiny_model(3)
+    train.run_loop("toy", train.Checkpointer("toy", {"net": model2}, opt2), total=10, peak_lr=0.01,
+                   step_fn=lambda s: seen.append(s) or 0.5, every=100)
+    assert seen == list(range(4, 10))
+
+
 def test_plot_loss_curve_writes_a_png(tmp_path):
     losses = list(np.exp(-np.linspace(0, 3, 300)) + 0.01 * np.random.default_rng(0).random(300))
     path = plot_loss_curve(losses, tmp_path / "sub" / "loss.png", title="toy")
