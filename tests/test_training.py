@@ -85,14 +85,19 @@ def test_checkpointer_save_resume_round_trip(tmp_runs):
     assert l1 == l2
 
 
-def test_run_loop_checkpoints_resumes_and_plots(tmp_runs):
-    model, opt = tiny_model(0)
-    seen = []
-
+def recording_step(model, opt, seen: list):
+    """A step_fn for run_loop that trains `model` and records (step, learning rate) in `seen`."""
     def step_fn(step):
         seen.append((step, opt.param_groups[0]["lr"]))
         return one_step(model, opt)
 
+    return step_fn
+
+
+def test_run_loop_checkpoints_resumes_and_plots(tmp_runs):
+    model, opt = tiny_model(0)
+    seen = []
+    step_fn = recording_step(model, opt, seen)
     ckpt = train.Checkpointer("toy", {"net": model}, opt)
     train.run_loop("toy", ckpt, total=6, peak_lr=0.01, step_fn=step_fn, every=4)
     assert [s for s, _ in seen] == list(range(6))
@@ -113,11 +118,7 @@ def test_run_loop_checkpoints_resumes_and_plots(tmp_runs):
 def test_run_loop_stop_at_ends_early_on_the_full_runs_schedule_and_a_restart_goes_on(tmp_runs):
     model, opt = tiny_model(0)
     seen = []
-
-    def step_fn(step):
-        seen.append((step, opt.param_groups[0]["lr"]))
-        return one_step(model, opt)
-
+    step_fn = recording_step(model, opt, seen)
     ckpt = train.Checkpointer("toy", {"net": model}, opt)
     train.run_loop("toy", ckpt, total=10, peak_lr=0.01, step_fn=step_fn, every=100, stop_at=4)
     assert [s for s, _ in seen] == [0, 1, 2, 3]
