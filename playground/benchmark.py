@@ -19,6 +19,7 @@ frames arrive (one torch thread), so that a preview costs the sampler only the c
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -93,10 +94,9 @@ def in_workers(engine, prompt: str, settings: GenerationSettings, repeats: int) 
         print("in a worker process (as the page runs them), previews decoded in this process, one thread each:")
         for kind, kwargs in (("diffusion", settings.diffusion_kwargs()), ("autoregressive", settings.autoregressive_kwargs())):
             decoder = getattr(engine, kind).autoencoder
-            run = lambda: from_worker(worker, kind, prompt, kwargs, decoder)  # noqa: E731 (used at once)
+            run = functools.partial(from_worker, worker, kind, prompt, kwargs, decoder)
             consume(run(), None)  # warm-up
             print_overhead(kind, timings(run, repeats))
-        pool.release(worker)
     finally:
         pool.close()
         torch.set_num_threads(threads)

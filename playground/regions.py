@@ -12,8 +12,8 @@ told, half by half, which object that half holds. Measured at the default mix (0
 two-object seen prompts 24 -> 80 %, places swapped 25 -> 0 %, held-out prompts 46 -> 85 %.
 The autoregressive model, which reads each object's place first, gained nothing measurable at
 0.5 (session 11); session 13's model at 0.25: two-object seen prompts 80 -> 86 %, all 200
-86.5 -> 89.5 %, held-out 52 -> 49 %; session 15's model 91.5 % with or without. Off by
-default for its time (settings.py).
+86.5 -> 89.5 %, held-out 52 -> 49 %; session 15's model 91.5 % with or without; session 16's
+91.5 -> 93.5 % (two objects 85 -> 89 %). Off by default for its time (settings.py).
 
 Pure functions, no model:
 
