@@ -11,8 +11,6 @@ Same latent space, two ways to fill it. The diffusion model works on latents mul
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
 from dataclasses import dataclass
 
@@ -20,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import VQModel
+
+from .preview_decoder import PreviewDecoder
 
 
 @dataclass
@@ -103,7 +103,7 @@ class SharedAutoencoder:
         self.grid = vq.config.sample_size // 2 ** (len(vq.config.block_out_channels) - 1)
         self.latent_channels = vq.config.latent_channels
         self.codebook_size = vq.config.num_vq_embeddings
-        self._preview_vq: VQModel | None = None  # see _preview_model
+        self._preview: PreviewDecoder | None = None  # see _preview_decoder
 
     @torch.no_grad()
     def encode(self, images: np.ndarray) -> torch.Tensor:
@@ -117,51 +117,51 @@ class SharedAutoencoder:
         return idx.view(latents.shape[0], -1)
 
     @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor, vq: VQModel | None = None) -> np.ndarray:
+    def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
         """Scaled latents (B, C, g, g) -> pictures (B, 64, 64, 3) uint8 (quantised first)."""
-        return tensor_to_images((vq or self.vq).decode(latents / self.scaling_factor).sample)
+        return tensor_to_images(self.vq.decode(latents / self.scaling_factor).sample)
 
     @torch.no_grad()
-    def decode_codes(self, codes: torch.Tensor, vq: VQModel | None = None) -> np.ndarray:
+    def decode_codes(self, codes: torch.Tensor) -> np.ndarray:
         """Codes (B, g*g) -> pictures (B, 64, 64, 3) uint8. Fewer codes, (B, r*g), are the top r
         rows of the grid and decode to the top of the picture, (B, 64*r/g, 64, 3)."""
-        vq = vq or self.vq
+        return tensor_to_images(self.vq.decode(self._codebook_vectors(codes), force_not_quantize=True).sample)
+
+    def _codebook_vectors(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, r*g), the top r rows of the grid -> codebook vectors (B, C, r, g)."""
         b, rows = codes.shape[0], codes.shape[1] // self.grid
-        quant = vq.quantize.get_codebook_entry(codes.reshape(-1), (b, rows, self.grid, self.latent_channels))
-        return tensor_to_images(vq.decode(quant, force_not_quantize=True).sample)
+        return self.vq.quantize.get_codebook_entry(codes.reshape(-1), (b, rows, self.grid, self.latent_channels))
 
+    @torch.no_grad()
     def preview_latents(self, latents: torch.Tensor) -> np.ndarray:
-        """decode_latents for the previews shown at every step, never a final picture: in
-        bfloat16 where the CPU computes it natively (8 against 12 ms a picture on the 2-core
-        machine; pixels a few levels off)."""
-        with self._preview_model() as vq:
-            return self.decode_latents(latents, vq)
+        """decode_latents for the previews shown at every step, never a final picture: through
+        `PreviewDecoder` where it reproduces this decoder (bfloat16 convolutions where the CPU
+        computes them natively; see its docstring for the times), else the model itself."""
+        decoder = self._preview_decoder()
+        if decoder is None:
+            return self.decode_latents(latents)
+        quantised = self.vq.quantize(latents / self.scaling_factor)[0]  # (B, C, g, g)
+        return tensor_to_images(decoder(quantised))
 
+    @torch.no_grad()
     def preview_codes(self, codes: torch.Tensor) -> np.ndarray:
         """decode_codes for the previews of a grid still being written (see preview_latents)."""
-        with self._preview_model() as vq:
-            return self.decode_codes(codes, vq)
+        decoder = self._preview_decoder()
+        if decoder is None:
+            return self.decode_codes(codes)
+        return tensor_to_images(decoder(self._codebook_vectors(codes)))
 
-    @contextlib.contextmanager
-    def _preview_model(self):
-        """The model previews decode through, under bfloat16 autocast where the CPU computes it
-        natively: a copy whose convolution weights are stored in bfloat16 (made at the first
-        preview), so that autocast does not cast each of them again at every preview. The same
-        pixels as casting them; a full grid 8.5 against 9.9 ms, two rows 4.5 against 5.6 ms
-        (2 threads). The codebook and norms stay float32, as autocast keeps them. The copy is
-        made again when the model moves to another device, not when its weights change: a
-        model trained further needs a new SharedAutoencoder for its previews."""
-        device = next(self.vq.parameters()).device.type
-        if not native_bfloat16(device):
-            yield self.vq
-            return
-        if self._preview_vq is None or next(self._preview_vq.parameters()).device != next(self.vq.parameters()).device:
-            self._preview_vq = copy.deepcopy(self.vq)
-            for module in self._preview_vq.modules():
-                if isinstance(module, torch.nn.Conv2d):
-                    module.to(torch.bfloat16)
-        with torch.autocast(device, dtype=torch.bfloat16):
-            yield self._preview_vq
+    def _preview_decoder(self) -> PreviewDecoder | None:
+        """The decoder previews go through, made at the first preview (a copy of the weights),
+        and again when the model moves to another device; None where PreviewDecoder does not
+        reproduce this model."""
+        device = next(self.vq.parameters()).device
+        if self._preview is None or self._preview.device != device:
+            if not PreviewDecoder.supports(self.vq):
+                return None
+            dtype = torch.bfloat16 if native_bfloat16(device.type) else torch.float32
+            self._preview = PreviewDecoder(self.vq, dtype)
+        return self._preview
 
     def reconstruct(self, images: np.ndarray, batch: int = 200) -> tuple[np.ndarray, torch.Tensor]:
         """Pictures through the codebook and back, as the autoregressive model's codes would be

@@ -59,25 +59,34 @@ def from_worker(worker, kind: str, prompt: str, kwargs: dict, decoder):
 
 
 def timings(run, repeats: int, every_step: bool = False) -> dict:
-    """Median seconds of `run()` (a fresh sampler) drained with no previews, with a preview every
-    50 ms and, with every_step, a preview at every step. The ways take turns, repeat by repeat:
-    this machine's speed drifts by 10-30 % over tens of seconds, which would otherwise land on
-    one way more than another."""
-    plain, live, every, spent = [], [], [], []
-    for _ in range(repeats):
-        plain.append(consume(run(), None)[0])
-        live.append(consume(run(), 50))
+    """Seconds of `run()` (a fresh sampler) drained with no previews and with a preview every
+    50 ms, and with every_step, a preview at every step. This machine's speed drifts by 10-30 %
+    over tens of seconds, so the two ways run as a pair, back to back (which goes first
+    alternates), and the overhead is the median of the pairs' ratios: a slow minute lands on
+    both halves of a pair."""
+    plain, live, ratios, every, spent = [], [], [], [], []
+    for i in range(repeats):
+        if i % 2:
+            (t_live, n), t_plain = consume(run(), 50), consume(run(), None)[0]
+        else:
+            t_plain, (t_live, n) = consume(run(), None)[0], consume(run(), 50)
+        plain.append(t_plain)
+        live.append((t_live, n))
+        ratios.append(t_live / t_plain)
         if every_step:
             every.append(consume(run(), 0, spent))
-    out = {"plain": statistics.median(plain), "live": statistics.median(t for t, _ in live), "previews": live[0][1]}
+    out = {"plain": statistics.median(plain), "live": statistics.median(t for t, _ in live), "previews": live[0][1],
+           "overhead": statistics.median(ratios) - 1, "range": (min(ratios) - 1, max(ratios) - 1)}
     if every_step:
         out.update(every=statistics.median(t for t, _ in every), steps=every[0][1], preview=statistics.median(spent))
     return out
 
 
 def print_overhead(name: str, t: dict) -> None:
+    low, high = t["range"]
     print(f"{name:15s} no previews {t['plain']:.3f} s   previews every 50 ms {t['live']:.3f} s "
-          f"({t['previews']} previews, overhead {100 * (t['live'] / t['plain'] - 1):+.1f} %)")
+          f"({t['previews']} previews, overhead {100 * t['overhead']:+.1f} %: median of the pairs' ratios, "
+          f"{100 * low:+.1f} to {100 * high:+.1f} %)")
 
 
 def in_workers(engine, prompt: str, settings: GenerationSettings, repeats: int) -> None:

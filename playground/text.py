@@ -19,6 +19,7 @@ trained on (`prompt_order`).
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,10 @@ def build_tokenizer() -> Tokenizer:
 def save_tokenizer(folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    build_tokenizer().save(str(folder / "tokenizer.json"))
+    # Written aside, then renamed: training stages run side by side each write it, and read it back.
+    partial = folder / f"tokenizer.json.{os.getpid()}.tmp"
+    build_tokenizer().save(str(partial))
+    partial.replace(folder / "tokenizer.json")
     return folder
 
 

@@ -1,49 +1,36 @@
-"""Reproduce every shipped weight from scratch: the autoencoder (and a decoder fine-tune),
-then the two generators, into assets/.
+"""Reproduce every shipped weight from scratch: the shared autoencoder (and its decoder
+fine-tunes), then the two generators, into assets/.
 
-    python -m playground.train                      # all four stages, one after the other
+    python -m playground.train                      # the shipped recipe: every run the shipped weights took
+    python -m playground.train --stage all          # the four stages once, with the options given
     python -m playground.train --stage diffusion    # one stage (the generators need the autoencoder)
 
-Faster on 2 cores: the autoencoder first (2,500 steps, 46 min on 2 threads), then the two
-generators at once, one thread each (diffusion 10,000 steps at 1.1 s, about 3 h; autoregressive
-8,400 at 0.95 s, 2 h 15 min), and the decoder fine-tune (1,500 steps, 14 min; the codes do not
-change, so it can run beside them) on the thread the autoregressive stage leaves free:
+The shipped recipe (recipe.py) is the list of runs the shipped models were made with over
+several sessions, each a call of this command: the autoencoder (2,500 steps, 46 min on 2
+threads) and the training sets encoded once, then two chains side by side on one thread each:
+diffusion (10,000 steps, then 1,200 more with stars) followed by four decoder fine-tunes, and
+the autoregressive model's ten runs (28,200 steps, about 8 h 10 min at ~1.1 s a step). About
+9 h 20 min in all on 2 cores; it resumes where it stopped, so it can span sessions. README.md
+has each run's figures.
+
+`--stage all` is a single pass of the four stages with today's default options (the
+autoregressive model on place-first prompts from the first step; diffusion without the
+options the shipped one used). It has not been run in full; split over the two cores like
+this, it would take about 3 h 50 min:
 
     python -m playground.train --stage autoencoder
     python -m playground.train --stage diffusion --threads 1 &
     python -m playground.train --stage autoregressive --threads 1 && python -m playground.train --stage decoder --threads 1
 
-The shipped autoregressive model was trained on prompts as written (`--ar-prompt-order
-as_written`, 11,000 steps), then continued on place-first prompts (`--ar-init assets/transformer
---ar-steps 3300 --ar-lr 1e-3`), then with three quarters of each batch drawn from two-object
-scenes (`--ar-init assets/transformer --two-object-share 0.75 --ar-steps 3000 --ar-lr 5e-4`),
-then 85 % (`--two-object-share 0.85 --ar-steps 2400`, the rest the same), then with half of
-each batch drawn from scenes with a star (`--two-object-share 0.85 --star-share 0.5
---ar-steps 2000`, session 12), then a quarter at a lower learning rate (`--two-object-share 0.85
---star-share 0.25 --ar-steps 1500 --ar-lr 2e-4`, session 13), with
-runs/autoregressive/ moved aside before each continuation; README.md has the figures. The
-shipped decoder went on after its first 1,500 steps: `--stage decoder --decoder-steps 3000
---decoder-lr 3e-4`, then `--decoder-steps 3000 --decoder-lr 2e-4`, then `--decoder-steps 3000
---decoder-lr 1.5e-4`, runs/decoder/ moved aside before each (it loads assets/vqvae, so each run
-starts from the last).
+Each stage shows a progress bar, saves a checkpoint to runs/<stage>/ (or --checkpoints
+DIR/<stage>/) every few hundred steps and resumes from it when restarted, uses fixed seeds,
+and writes its loss curve to assets/<stage>-loss.png.
 
-The shipped diffusion model (session 12) was trained from scratch with the UNet reading each
-cell's position, place-first prompts and token grounding (grounding.py): `--stage diffusion
---diffusion-coordinates 1 --diffusion-prompt-order place_first --diffusion-grounding 0.1
---diffusion-steps 10000` (stopped at 4,000 and resumed), then continued with a star in 30 % of
-each batch (the same options plus `--diffusion-init assets --star-share 0.3 --diffusion-steps
-1200 --diffusion-lr 3e-4`, session 13, runs/diffusion/ moved aside). The same options as fine-tunes of an
-earlier model with `--diffusion-init` (session 10), and `--diffusion-reading W`, were not shipped.
-
-Each stage shows a progress bar, saves a checkpoint to runs/<stage>/ every few hundred steps
-and resumes from it when restarted (so a run can span sessions), uses fixed seeds, and writes
-its loss curve to assets/<stage>-loss.png.
-
-On a GPU the same command trains there (`--device cuda`, the default where one is found):
+On a GPU the same commands train there (`--device cuda`, the default where one is found):
 batches and noise are still drawn on the CPU from the same seeds, so a checkpoint moves
 between machines and resumes on either. Bigger batches pay off there, for instance
 
-    python -m playground.train --device cuda --diffusion-batch 256 --ar-batch 128
+    python -m playground.train --stage all --device cuda --diffusion-batch 256 --ar-batch 128
 """
 
 from __future__ import annotations
@@ -149,10 +136,12 @@ def two_object_sampler(scenes: list, two_object_share: float | None):
 
 
 class Checkpointer:
-    """Saves and restores {model(s), optimizer, step, losses} under runs/<stage>/."""
+    """Saves and restores {model(s), optimizer, step, losses} under runs/<stage>/ (or
+    <folder>/<stage>/: --checkpoints)."""
 
-    def __init__(self, stage: str, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer):
-        self.path = RUNS / stage / "checkpoint.pt"
+    def __init__(self, stage: str, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
+                 folder: str | Path | None = None):
+        self.path = Path(folder or RUNS) / stage / "checkpoint.pt"
         self.modules, self.optimizer = modules, optimizer
         self.step, self.losses = 0, []
 
@@ -236,7 +225,7 @@ def train_autoencoder(args) -> None:
     dev = pick_device(args.device)
     vq.to(dev)
     opt = torch.optim.AdamW(vq.parameters(), lr=args.ae_lr, weight_decay=0.0, betas=(0.9, 0.99))
-    ckpt = Checkpointer("autoencoder", {"vq": vq}, opt)
+    ckpt = Checkpointer("autoencoder", {"vq": vq}, opt, args.checkpoints)
     usage = torch.zeros(vq.config.num_vq_embeddings, device=dev)
     vq.train()
 
@@ -309,7 +298,7 @@ def train_decoder(args) -> None:
     dev = pick_device(args.device)
     vq.to(dev)
     opt = torch.optim.AdamW(trainable, lr=args.decoder_lr, weight_decay=0.0, betas=(0.9, 0.99))
-    ckpt = Checkpointer("decoder", {"vq": vq}, opt)
+    ckpt = Checkpointer("decoder", {"vq": vq}, opt, args.checkpoints)
     vq.eval()
     vq.decoder.train()
 
@@ -406,7 +395,7 @@ def train_diffusion(args) -> None:
     unet.to(dev), text_encoder.to(dev)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.diffusion_lr, weight_decay=0.01)
-    ckpt = Checkpointer("diffusion", {"unet": unet, "text_encoder": text_encoder}, opt)
+    ckpt = Checkpointer("diffusion", {"unet": unet, "text_encoder": text_encoder}, opt, args.checkpoints)
     # Token grounding (grounding.py): each object's colour and shape word read where the object is.
     recorder = AttentionRecorder.attach(unet) if args.diffusion_grounding or args.diffusion_reading else None
     words = {i: w for w, i in pe.vocab.items()}
@@ -480,7 +469,7 @@ def train_autoregressive(args) -> None:
     dev = pick_device(args.device)
     lm.to(dev)
     opt = torch.optim.AdamW(lm.parameters(), lr=args.ar_lr, weight_decay=0.01, betas=(0.9, 0.95))
-    ckpt = Checkpointer("autoregressive", {"transformer": lm}, opt)
+    ckpt = Checkpointer("autoregressive", {"transformer": lm}, opt, args.checkpoints)
     draw = batch_sampler(scenes, args.two_object_share, args.star_share)
     lm.train()
 
@@ -508,11 +497,25 @@ def train_autoregressive(args) -> None:
     lm.save_pretrained(ASSETS / "transformer")
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=["all", "autoencoder", "decoder", "diffusion", "autoregressive"], default="all")
+def encode_dataset(args) -> None:
+    """Render the training set and encode it through assets/vqvae once (data/ and runs/ keep
+    both), so that stages run side by side later only read them."""
+    latents, _, scenes = load_encoded(args)
+    print(f"encoded {len(scenes)} scenes: latents {tuple(latents.shape)}")
+
+
+STAGES = {"autoencoder": train_autoencoder, "encode": encode_dataset, "decoder": train_decoder, "diffusion": train_diffusion,
+          "autoregressive": train_autoregressive}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m playground.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=["shipped", "all", *STAGES], default="shipped",
+                   help="shipped (default): every run the shipped weights took (recipe.py), resumable; all: the four "
+                        "training stages once, with the options given; or one stage (encode: render and encode the training set)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (the GPU where there is one)")
+    p.add_argument("--checkpoints", default=None, help="folder of the stages' checkpoint folders (default: runs/)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draw-seed", type=int, default=None, help="seed of the batches drawn at each step (default: --seed)")
     p.add_argument("--stop-at", type=int, default=None,
@@ -565,7 +568,24 @@ def main(argv=None) -> None:
     p.add_argument("--ar-object-weight", type=float, default=0.0,
                    help="extra loss weight on the codes of cells that an object touches (0: plain cross-entropy)")
     p.add_argument("--ar-bf16", type=int, default=1, help="bfloat16 autocast (faster on these CPUs)")
+    return p
+
+
+def main(argv=None) -> None:
+    p = build_parser()
     args = p.parse_args(argv)
+    if args.stage == "shipped":
+        from .recipe import RecipeError, run_recipe
+
+        chosen = {name for name, value in vars(args).items() if value != p.get_default(name)} - {"stage", "threads", "device"}
+        if chosen:
+            p.error(f"the shipped recipe fixes every other option (got {', '.join('--' + n.replace('_', '-') for n in sorted(chosen))}); "
+                    "pass --stage all or a single --stage to choose them")
+        try:
+            run_recipe(threads=args.threads, device=args.device)
+        except RecipeError as e:
+            raise SystemExit(f"error: {e}") from None
+        return
     try:  # before any data or model loads
         for name in ("two_object_share", "star_share"):
             if getattr(args, name) is not None:
@@ -580,8 +600,6 @@ def main(argv=None) -> None:
         STAGES[stage](args)
         print(f"{stage}: {(time.time() - t0) / 60:.1f} min")
 
-
-STAGES = {"autoencoder": train_autoencoder, "decoder": train_decoder, "diffusion": train_diffusion, "autoregressive": train_autoregressive}
 
 if __name__ == "__main__":
     main()

@@ -372,30 +372,33 @@ def test_grown_transformer_computes_the_same_and_then_learns(tiny_engine):
 
 def test_diffusion_frames_decode_only_when_asked(tiny_engine, count_calls):
     ae = tiny_engine.diffusion.autoencoder
-    calls = count_calls(ae, "decode_latents")
+    decodes, previews = count_calls(ae, "decode_latents"), count_calls(ae, "preview_latents")
     frames = list(tiny_engine.diffusion_progressive(PROMPT, num_inference_steps=5))
-    assert calls == []  # nobody asked for a picture
+    assert decodes == previews == []  # nobody asked for a picture
     frames[2].x0_image(), frames[2].x0_image(), frames[2].image()
-    assert len(calls) == 1
+    assert len(previews) == 1 and decodes == []  # a step before the last: the preview decode
     frames[2].noisy_image()
-    assert len(calls) == 2
+    assert len(previews) == 2
+    frames[-1].image(), frames[-1].image()
+    assert len(decodes) == 1  # the finished picture: the model's own decode
 
 
 def test_autoregressive_frames_decode_only_when_asked(tiny_engine, count_calls):
     ae = tiny_engine.autoregressive.autoencoder
-    calls = count_calls(ae, "decode_codes")
+    decodes, previews = count_calls(ae, "decode_codes"), count_calls(ae, "preview_codes")
     frames = take(tiny_engine.autoregressive_progressive(PROMPT), 30)
-    assert calls == []
+    assert decodes == previews == []
     frames[10].preview(4), frames[10].preview(4), frames[10].image(), frames[10].raw_image()
-    assert len(calls) == 1
-    assert (calls[0][0] >= 0).all()  # unwritten cells are given a real code to decode
+    assert len(previews) == 1 and decodes == []
+    assert (previews[0][0] >= 0).all()  # unwritten cells are given a real code to decode
 
 
 def test_gif_and_strip_decode_only_the_frames_they_show(tiny_engine, ar_run, diff_run, count_calls, tmp_path):
     fresh = list(tiny_engine.autoregressive_progressive(PROMPT, seed=4))
-    calls = count_calls(tiny_engine.autoregressive.autoencoder, "decode_codes")
+    ae = tiny_engine.autoregressive.autoencoder
+    decodes, previews = count_calls(ae, "decode_codes"), count_calls(ae, "preview_codes")
     path = save_gif(fresh, tmp_path / "ar.gif", max_frames=12)
-    assert len(calls) == 12
+    assert len(previews) == 11 and len(decodes) == 1  # the last frame is the finished picture
     with Image.open(path) as gif:
         assert gif.is_animated and gif.n_frames == 12 and gif.size == (256, 256)
     strip = comparison_strip(diff_run, ar_run, n=6, scale=2)
@@ -416,9 +419,47 @@ def test_previews_decode_cheaply_and_final_pictures_exactly(tiny_engine):
     assert np.abs(cheap.astype(int) - exact.astype(int)).mean() < 3
     # The previews' bfloat16 weights are a copy: the model final pictures decode through keeps its own.
     assert all(p.dtype == torch.float32 for p in ae.vq.parameters())
-    if native_bfloat16("cpu"):
-        with ae._preview_model() as vq:
-            assert vq is not ae.vq and vq.decoder.conv_out.weight.dtype == torch.bfloat16
+    expected = torch.bfloat16 if native_bfloat16("cpu") else torch.float32
+    assert ae._preview_decoder().conv_out.weight.dtype == expected
+
+
+@pytest.mark.parametrize("rows", [16, 5, 1])
+def test_the_preview_decoder_computes_what_the_vqmodel_does(rows):
+    """PreviewDecoder is the VQModel decoder's arithmetic in functional calls: in float32 the
+    same pictures as `vq.decode` (within a level of rounding), for whole grids and top rows."""
+    from playground.autoencoder import AutoencoderConfig, build_autoencoder, tensor_to_images
+    from playground.preview_decoder import PreviewDecoder
+
+    torch.manual_seed(0)
+    vq = build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16, 16), norm_num_groups=4)).eval()
+    for p in vq.parameters():  # random weights far from the freshly built ones (zero biases, unit norms)
+        p.data.add_(0.1 * torch.randn_like(p))
+    assert PreviewDecoder.supports(vq)
+    quantised = torch.randn(2, 4, rows, 16)  # (B, C, rows, g)
+    with torch.no_grad():
+        exact = tensor_to_images(vq.decode(quantised, force_not_quantize=True).sample)
+    fast = tensor_to_images(PreviewDecoder(vq, torch.float32)(quantised))
+    assert fast.shape == exact.shape == (2, 4 * rows, 64, 3)
+    assert np.abs(fast.astype(int) - exact.astype(int)).max() <= 1
+    assert np.abs(fast.astype(int) - exact.astype(int)).mean() < 0.05
+    cheap = tensor_to_images(PreviewDecoder(vq, torch.bfloat16)(quantised))
+    assert np.abs(cheap.astype(int) - exact.astype(int)).mean() < 3
+
+
+def test_a_decoder_the_preview_decoder_does_not_reproduce_previews_through_the_model():
+    """A VQModel with attention in its middle block is not PreviewDecoder's: its previews are
+    the model's own decode, exactly."""
+    from playground.autoencoder import AutoencoderConfig, SharedAutoencoder, build_autoencoder
+    from playground.preview_decoder import PreviewDecoder
+
+    torch.manual_seed(0)
+    vq = build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16, 16), norm_num_groups=4, mid_block_add_attention=True))
+    assert not PreviewDecoder.supports(vq)
+    ae = SharedAutoencoder(vq)
+    codes = torch.randint(0, ae.codebook_size, (1, 3 * ae.grid))
+    assert np.array_equal(ae.preview_codes(codes), ae.decode_codes(codes))
+    latents = torch.randn(1, ae.latent_channels, ae.grid, ae.grid)
+    assert np.array_equal(ae.preview_latents(latents), ae.decode_latents(latents))
 
 
 def test_the_autoregressive_sampler_orders_the_prompt_as_its_model_was_trained(tiny_engine, monkeypatch):

@@ -262,7 +262,7 @@ def test_psnr():
 
 
 def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, monkeypatch):
-    """`python -m playground.train` from scratch, each stage two steps on a tiny dataset: every
+    """`python -m playground.train --stage all` from scratch, each stage two steps on a tiny dataset: every
     shipped folder is written and loads as the playground's engine."""
     from playground.engine import load_engine
 
@@ -270,7 +270,7 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     tiny = ["--device", "cpu", "--threads", "1", "--dataset-size", "48", "--test-size", "16", "--ae-steps", "2", "--ae-batch", "4",
             "--decoder-steps", "2", "--decoder-batch", "4", "--diffusion-steps", "2", "--diffusion-batch", "4",
             "--ar-steps", "2", "--ar-batch", "2", "--ae-channels", "8", "16", "16", "--ae-attention", "0", "--ae-background-weight", "1", "--diffusion-object-weight", "3", "--ar-object-weight", "3", "--caption-drop", "0.1"]
-    train.main(tiny + ["--ar-prompt-order", "as_written"])  # as the autoregressive model was first trained
+    train.main(tiny + ["--stage", "all", "--ar-prompt-order", "as_written"])  # as the autoregressive model was first trained
     for folder in ("vqvae", "unet", "text_encoder", "scheduler", "transformer", "tokenizer"):
         assert any((tmp_path / "assets" / folder).iterdir()), folder
     assert not list((tmp_path / "assets").rglob("*.bin")), "weights are saved as safetensors only"

@@ -1,0 +1,122 @@
+"""The shipped recipe (playground/recipe.py): its runs as data, and the runner on tiny runs."""
+
+import json
+import subprocess
+
+import pytest
+import torch
+
+from playground import recipe, train
+from playground.recipe import SHIPPED, Recipe, RecipeError, Run, command, run_recipe
+
+
+def options(run: Run):
+    return train.build_parser().parse_args(command(run, 1, "cpu", recipe.RECIPE_RUNS)[3:])
+
+
+def test_every_shipped_run_is_a_valid_train_command_and_the_steps_add_up():
+    """Each run parses as `python -m playground.train` options; the step counts are the
+    shipped path's (README.md): 28,200 autoregressive steps, 11,200 diffusion, 10,500 decoder."""
+    runs = [*SHIPPED.prepare, *(r for _, chain in SHIPPED.chains for r in chain)]
+    assert len({r.name for r in runs}) == len(runs)
+    final_steps = {}  # checkpoint folder -> (stage, steps its last run ends at)
+    for run in runs:
+        args = options(run)
+        assert args.stage in train.STAGES and args.threads == 1 and args.checkpoints.endswith(run.checkpoints or run.name)
+        steps = {"autoregressive": args.ar_steps, "diffusion": args.diffusion_steps, "decoder": args.decoder_steps,
+                 "autoencoder": args.ae_steps, "encode": 0}[args.stage]
+        final_steps[run.checkpoints or run.name] = (args.stage, min(steps, args.stop_at or steps))
+    total = {}
+    for stage, steps in final_steps.values():
+        total[stage] = total.get(stage, 0) + steps
+    assert total == {"autoencoder": 2500, "encode": 0, "autoregressive": 28200, "diffusion": 11200, "decoder": 10500}
+
+
+def test_a_run_continued_from_a_saved_model_follows_the_run_that_saves_it_in_its_chain():
+    for _, chain in SHIPPED.chains:
+        stages_before = set()
+        for run in chain:
+            args = options(run)
+            if args.ar_init:
+                assert args.ar_init == "assets/transformer" and "autoregressive" in stages_before, run.name
+            if args.diffusion_init:
+                assert args.diffusion_init == "assets" and "diffusion" in stages_before, run.name
+            stages_before.add(args.stage)
+    prepared = {options(r).stage for r in SHIPPED.prepare}
+    assert prepared == {"autoencoder", "encode"}  # what the chains read, made before them
+    sizes = {options(r).dataset_size for _, chain in SHIPPED.chains for r in chain}
+    assert sizes == {options(r).dataset_size for r in SHIPPED.prepare if options(r).stage == "encode"}
+
+
+def test_train_without_options_runs_the_shipped_recipe_and_refuses_options_it_would_ignore(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(recipe, "run_recipe", lambda **kw: calls.append(kw))
+    train.main([])
+    train.main(["--threads", "4", "--device", "cpu"])
+    assert calls == [{"threads": 2, "device": "auto"}, {"threads": 4, "device": "cpu"}]
+    with pytest.raises(SystemExit) as e:
+        train.main(["--ar-steps", "5"])
+    assert e.value.code == 2 and "--ar-steps" in capsys.readouterr().err
+
+    def fail(**kw):
+        raise RecipeError("run x failed (exit code 1); its output is in runs/recipe/x.log")
+
+    monkeypatch.setattr(recipe, "run_recipe", fail)
+    with pytest.raises(SystemExit) as e:
+        train.main([])
+    assert "run x failed" in str(e.value.code)
+
+
+TINY = ("--dataset-size", "48", "--test-size", "16", "--ae-steps", "2", "--ae-batch", "4", "--ae-channels", "8", "16", "16",
+        "--decoder-steps", "1", "--decoder-batch", "4", "--diffusion-steps", "1", "--diffusion-batch", "4", "--ar-batch", "2")
+
+
+def tiny(name: str, *args: str, checkpoints: str = "") -> Run:
+    return Run(name, (*args, *TINY), checkpoints)
+
+
+def test_the_runner_prepares_runs_the_chains_resumes_and_skips_what_is_done(tmp_path, monkeypatch):
+    """A tiny recipe of the shipped one's shape, each run a real `python -m playground.train`
+    process: every run finishes once; one that shares a checkpoint folder resumes the run before
+    it; one continued from assets/ starts from the saved model; a second call runs nothing."""
+    from playground.engine import load_engine
+
+    monkeypatch.chdir(tmp_path)
+    small = Recipe(
+        prepare=(tiny("ae", "--stage", "autoencoder"), tiny("enc", "--stage", "encode")),
+        chains=(
+            ("one", (tiny("diff", "--stage", "diffusion"), tiny("dec", "--stage", "decoder"))),
+            ("two", (tiny("ar", "--stage", "autoregressive", "--ar-steps", "2", checkpoints="ar"),
+                     tiny("ar-b", "--stage", "autoregressive", "--ar-steps", "3", checkpoints="ar"),
+                     tiny("ar-2", "--stage", "autoregressive", "--ar-init", "assets/transformer", "--ar-steps", "1"))),
+        ),
+    )
+    run_recipe(small, threads=2, device="cpu")
+    folder = tmp_path / "runs" / "recipe"
+    for name in ("ae", "enc", "diff", "dec", "ar", "ar-b", "ar-2"):
+        assert json.loads((folder / f"{name}.done").read_text())["minutes"] > 0
+    assert torch.load(folder / "ar" / "autoregressive" / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert torch.load(folder / "ar-2" / "autoregressive" / "checkpoint.pt", weights_only=True)["step"] == 1
+    log = (folder / "two.log").read_text()
+    assert "resumed" in log and "--threads 1" in log  # two chains on two threads: one each
+    assert "--threads 2" in (folder / "prepare.log").read_text()
+    assert (tmp_path / "runs" / "encoded-48.safetensors").is_file()
+    engine = load_engine(tmp_path / "assets")
+    assert engine.autoregressive.transformer.config.prompt_order == "place_first"
+
+    def no_process(*a, **kw):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(subprocess, "run", no_process)
+    run_recipe(small, threads=2, device="cpu")
+
+
+def test_a_failing_run_stops_its_chain_with_its_name_and_log(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    broken = Recipe(prepare=(), chains=(("only", (Run("bad", ("--stage", "diffusion", "--two-object-share", "2")),
+                                                  Run("never", ("--stage", "encode")))),))
+    with pytest.raises(RecipeError, match=r"run bad failed \(exit code 2\).*only\.log"):
+        run_recipe(broken, threads=1, device="cpu")
+    folder = tmp_path / "runs" / "recipe"
+    assert "--two-object-share must lie between 0 and 1" in (folder / "only.log").read_text()
+    assert not (folder / "bad.done").exists() and not (folder / "never.done").exists()
