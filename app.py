@@ -245,6 +245,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
         dice.click(pg.random_seed, None, seed, queue=False, show_progress="hidden", api_visibility="private")
 
     demo.queue(max_size=live.QUEUE_SIZE, default_concurrency_limit=live.DEFAULT_CONCURRENCY)
+    live.calm_queue(demo)
     demo.playground = pg  # for tests and warm-up: the shared engine and recent runs
     return demo
 

@@ -221,3 +221,17 @@ def test_client_gets_final_pictures_that_match_the_prompt(real_engine):
         picture = pixels(path)[::4, ::4]  # back to 64x64 (shown 4x, nearest neighbour)
         verdict = shapes.check(picture, prompt)
         assert verdict, f"{name}: {verdict.reasons}"
+
+
+def test_the_queue_looks_for_events_every_10_ms_not_every_1_ms(playground_app):
+    """gradio's queue polls every 1 ms while it has nothing to start (7 % of a core on the
+    2-core machine, idle or not); the page's polls every live.QUEUE_POLL_S, and still serves."""
+    import gradio as gr
+
+    demo, _ = playground_app
+    assert demo._queue.sleep_when_free == live.QUEUE_POLL_S == 0.01
+    plain = gr.Blocks().queue()
+    default = plain._queue.sleep_when_free
+    live.calm_queue(plain, poll_s=0.02)
+    assert default < 0.02 and plain._queue.sleep_when_free == 0.02
+    live.calm_queue(gr.Blocks())  # a Blocks whose queue was never set up: nothing to change, no error
