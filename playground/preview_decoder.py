@@ -53,18 +53,18 @@ class Residual:
     shortcut: Conv | None  # a 1x1 convolution where the channels change
 
 
-def _norm(module: torch.nn.GroupNorm) -> Norm:
+def _norm_of(module: torch.nn.GroupNorm) -> Norm:
     return Norm(module.num_groups, module.weight.detach().float(), module.bias.detach().float(), module.eps)
 
 
-def _conv(module: torch.nn.Conv2d, dtype: torch.dtype) -> Conv:
+def _conv_of(module: torch.nn.Conv2d, dtype: torch.dtype) -> Conv:
     weight = module.weight.detach().to(dtype).contiguous(memory_format=torch.channels_last)
     return Conv(weight, module.bias.detach().to(dtype), module.padding[0])
 
 
-def _residual(block, dtype: torch.dtype) -> Residual:
-    shortcut = _conv(block.conv_shortcut, dtype) if block.conv_shortcut is not None else None
-    return Residual(_norm(block.norm1), _conv(block.conv1, dtype), _norm(block.norm2), _conv(block.conv2, dtype), shortcut)
+def _residual_of(block, dtype: torch.dtype) -> Residual:
+    shortcut = _conv_of(block.conv_shortcut, dtype) if block.conv_shortcut is not None else None
+    return Residual(_norm_of(block.norm1), _conv_of(block.conv1, dtype), _norm_of(block.norm2), _conv_of(block.conv2, dtype), shortcut)
 
 
 class PreviewDecoder:
@@ -74,13 +74,13 @@ class PreviewDecoder:
         d = vq.decoder
         self.dtype = dtype
         self.device = d.conv_out.weight.device
-        self.post_quant = _conv(vq.post_quant_conv, dtype)
-        self.conv_in = _conv(d.conv_in, dtype)
-        self.mid = [_residual(block, dtype) for block in d.mid_block.resnets]
-        self.up = [([_residual(block, dtype) for block in up.resnets], _conv(up.upsamplers[0].conv, dtype) if up.upsamplers else None)
+        self.post_quant = _conv_of(vq.post_quant_conv, dtype)
+        self.conv_in = _conv_of(d.conv_in, dtype)
+        self.mid = [_residual_of(block, dtype) for block in d.mid_block.resnets]
+        self.up = [([_residual_of(block, dtype) for block in up.resnets], _conv_of(up.upsamplers[0].conv, dtype) if up.upsamplers else None)
                    for up in d.up_blocks]
-        self.norm_out = _norm(d.conv_norm_out)
-        self.conv_out = _conv(d.conv_out, dtype)
+        self.norm_out = _norm_of(d.conv_norm_out)
+        self.conv_out = _conv_of(d.conv_out, dtype)
 
     @staticmethod
     def supports(vq: VQModel) -> bool:
