@@ -179,7 +179,11 @@ def _serve(folder: str, threads: int, jobs, results, stop) -> None:
             job = jobs.get(timeout=1.0)
         except queue.Empty:
             if parent is not None and not parent.is_alive():
-                return  # the page's process has gone: so does its worker
+                # The page's process has gone: so does its worker, without waiting to flush the
+                # frames nobody will read (a process joins its queues' feeder threads at exit, and
+                # this one would wait forever once the pipe is full).
+                results.cancel_join_thread()
+                return
             continue
         if job is None:
             return

@@ -143,3 +143,48 @@ def test_a_run_stopped_before_it_starts_computes_nothing(tiny_engine, pool):
     assert run.done.wait(timeout=10)
     assert run.in_workers and not run.complete
     assert all(len(t.frames) == 0 for t in run.tracks)
+
+
+ORPHANING_PARENT = """
+import os, sys
+from playground.workers import WorkerPool
+if __name__ == "__main__":
+    pool = WorkerPool(sys.argv[1], size=1).start()
+    assert pool.wait_ready(timeout=300)
+    [worker] = pool.acquire()
+    print(worker.process.pid, flush=True)
+    for i, _ in enumerate(worker.run("autoregressive", "a red circle", {"seed": 0})):
+        if i == 3:
+            os.kill(os.getpid(), 9)  # the page's process dies in the middle of a run
+"""
+
+
+def test_a_worker_exits_when_the_page_process_dies_in_the_middle_of_a_run(tiny_assets, tmp_path):
+    """The worker finishes its run into a queue nobody reads, notices its parent is gone and
+    exits: it does not wait forever to flush the unread frames (as it did before session 17)."""
+    import subprocess
+    import sys
+    import time
+
+    script, out = tmp_path / "parent.py", tmp_path / "out.txt"
+    script.write_text(ORPHANING_PARENT)
+    with out.open("w") as stdout:
+        parent = subprocess.run([sys.executable, str(script), str(tiny_assets)], stdout=stdout, timeout=300,
+                                cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert parent.returncode == -signal.SIGKILL
+    pid = int(out.read_text().split()[0])
+
+    def running() -> bool:
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        return state != "Z"  # a zombie has exited (nobody reaped it yet)
+
+    deadline = time.monotonic() + 60
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    alive = running()
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "the orphaned worker was still running 60 s after its parent died"
