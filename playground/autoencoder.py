@@ -103,6 +103,7 @@ class SharedAutoencoder:
         self.grid = vq.config.sample_size // 2 ** (len(vq.config.block_out_channels) - 1)
         self.latent_channels = vq.config.latent_channels
         self.codebook_size = vq.config.num_vq_embeddings
+        self._previews_supported = PreviewDecoder.supports(vq)  # else previews decode through the model
         self._preview: PreviewDecoder | None = None  # see _preview_decoder
 
     @torch.no_grad()
@@ -155,10 +156,10 @@ class SharedAutoencoder:
         """The decoder previews go through, made at the first preview (a copy of the weights),
         and again when the model moves to another device; None where PreviewDecoder does not
         reproduce this model."""
+        if not self._previews_supported:
+            return None
         device = next(self.vq.parameters()).device
         if self._preview is None or self._preview.device != device:
-            if not PreviewDecoder.supports(self.vq):
-                return None
             dtype = torch.bfloat16 if native_bfloat16(device.type) else torch.float32
             self._preview = PreviewDecoder(self.vq, dtype)
         return self._preview

@@ -104,13 +104,13 @@ def command(run: Run, threads: int, device: str, folder: Path) -> list[str]:
             "--checkpoints", str(checkpoints)]
 
 
-def execute(run: Run, threads: int, device: str, folder: Path, log_name: str) -> float:
+def execute(run: Run, threads: int, device: str, folder: Path, log_name: str) -> None:
     """One run, unless it finished before: its output appended to <folder>/<log_name>.log.
-    Returns its minutes (0 when skipped); raises RecipeError when it fails."""
+    Raises RecipeError when it fails."""
     done = folder / f"{run.name}.done"
     if done.is_file():
         print(f"{run.name}: finished before ({json.loads(done.read_text())['minutes']:.1f} min)", flush=True)
-        return 0.0
+        return
     cmd = command(run, threads, device, folder)
     log = folder / f"{log_name}.log"
     print(f"{run.name}: {' '.join(cmd[1:])}  (log: {log})", flush=True)
@@ -125,7 +125,6 @@ def execute(run: Run, threads: int, device: str, folder: Path, log_name: str) ->
     minutes = (time.time() - t0) / 60
     done.write_text(json.dumps({"minutes": round(minutes, 2), "command": cmd[1:]}))
     print(f"{run.name}: done in {minutes:.1f} min", flush=True)
-    return minutes
 
 
 def run_recipe(recipe: Recipe = SHIPPED, threads: int = 2, device: str = "auto", folder: Path = RECIPE_RUNS) -> None:

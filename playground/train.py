@@ -5,13 +5,9 @@ fine-tunes), then the two generators, into assets/.
     python -m playground.train --stage all          # the four stages once, with the options given
     python -m playground.train --stage diffusion    # one stage (the generators need the autoencoder)
 
-The shipped recipe (recipe.py) is the list of runs the shipped models were made with over
-several sessions, each a call of this command: the autoencoder (2,500 steps, 46 min on 2
-threads) and the training sets encoded once, then two chains side by side on one thread each:
-diffusion (10,000 steps, then 1,200 more with stars) followed by four decoder fine-tunes, and
-the autoregressive model's ten runs (28,200 steps, about 8 h 10 min at ~1.1 s a step). About
-9 h 20 min in all on 2 cores; it resumes where it stopped, so it can span sessions. README.md
-has each run's figures.
+The shipped recipe (recipe.py: its runs, order and times) is the list of runs the shipped
+models were made with over several sessions, each a call of this command; about 9 h 20 min in
+all on 2 cores, and it resumes where it stopped, so it can span sessions.
 
 `--stage all` is a single pass of the four stages with today's default options (the
 autoregressive model on place-first prompts from the first step; diffusion without the

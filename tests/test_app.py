@@ -234,4 +234,10 @@ def test_the_queue_looks_for_events_every_10_ms_not_every_1_ms(playground_app):
     default = plain._queue.sleep_when_free
     live.calm_queue(plain, poll_s=0.02)
     assert default < 0.02 and plain._queue.sleep_when_free == 0.02
-    live.calm_queue(gr.Blocks())  # a Blocks whose queue was never set up: nothing to change, no error
+    fresh = gr.Blocks()  # gradio sets a queue up even before demo.queue()
+    live.calm_queue(fresh)
+    assert fresh._queue.sleep_when_free == live.QUEUE_POLL_S
+    from types import SimpleNamespace
+
+    live.calm_queue(SimpleNamespace())  # no queue attribute (another gradio): nothing changes, no error
+    live.calm_queue(SimpleNamespace(_queue=SimpleNamespace()))  # a queue without the attribute: the same

@@ -78,7 +78,7 @@ def tiny(name: str, *args: str, checkpoints: str = "") -> Run:
 def test_the_runner_prepares_runs_the_chains_resumes_and_skips_what_is_done(tmp_path, monkeypatch):
     """A tiny recipe of the shipped one's shape, each run a real `python -m playground.train`
     process: every run finishes once; one that shares a checkpoint folder resumes the run before
-    it; one continued from assets/ starts from the saved model; a second call runs nothing."""
+    it; one continued from assets/ keeps a checkpoint folder of its own; a second call runs nothing."""
     from playground.engine import load_engine
 
     monkeypatch.chdir(tmp_path)
