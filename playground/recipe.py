@@ -6,8 +6,9 @@
 Each run is one `python -m playground.train` command with the options it was made with
 (README.md has each one's figures; the models were refined over several sessions, so the
 path has many steps). The runner:
-1. prepares on every thread: the autoencoder, then the training sets (40,000 and 160,000
-   scenes) rendered and encoded once, so that no later run writes what another reads;
+1. prepares on every thread: the autoencoder, then the training sets rendered and encoded
+   once (160,000 scenes; the 40,000 set is their first 40,000), so that no later run writes
+   what another reads;
 2. runs the chains side by side, the threads shared out: the diffusion model and then the
    decoder fine-tunes (the decoder does not change the codes or latents the generators
    learn), and the autoregressive model's runs.
@@ -60,8 +61,8 @@ _STARS = ("--two-object-share", "0.85", "--star-share")  # followed by the share
 SHIPPED = Recipe(
     prepare=(
         Run("autoencoder", ("--stage", "autoencoder")),  # 2,500 steps, 46 min on 2 threads
-        Run("encode-40000", ("--stage", "encode", "--dataset-size", "40000")),
-        Run("encode-160000", ("--stage", "encode", "--dataset-size", "160000")),  # 15 min with the rendering
+        Run("encode-160000", ("--stage", "encode", "--dataset-size", "160000")),  # 16 min with the rendering
+        Run("encode-40000", ("--stage", "encode", "--dataset-size", "40000")),  # the first 40,000 of those: read, not encoded again
     ),
     chains=(
         ("diffusion-then-decoder", (

@@ -100,7 +100,7 @@ def test_the_runner_prepares_runs_the_chains_resumes_and_skips_what_is_done(tmp_
     log = (folder / "two.log").read_text()
     assert "resumed" in log and "--threads 1" in log  # two chains on two threads: one each
     assert "--threads 2" in (folder / "prepare.log").read_text()
-    assert (tmp_path / "runs" / "encoded-48.safetensors").is_file()
+    assert (tmp_path / "runs" / "encoded-48-seed0.safetensors").is_file()
     engine = load_engine(tmp_path / "assets")
     assert engine.autoregressive.transformer.config.prompt_order == "place_first"
 

@@ -263,9 +263,18 @@ def tiny_llama():
                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)).eval()
 
 
-@pytest.mark.parametrize("model", ["gpt2", "llama"])
+def with_activation(lm, activation: str):
+    """The same GPT-2 with another GELU: the shipped model has gelu_new, new ones gelu_pytorch_tanh."""
+    config = lm.config.__class__.from_dict({**lm.config.to_dict(), "activation_function": activation})
+    other = lm.__class__(config).eval()
+    other.load_state_dict(lm.state_dict())
+    return other
+
+
+@pytest.mark.parametrize("model", ["gpt2", "gpt2-gelu_new", "llama"])
 def test_every_way_of_decoding_gives_transformers_logits(tiny_engine, model):
-    lm = tiny_engine.autoregressive.transformer if model == "gpt2" else tiny_llama()
+    lm = {"gpt2": lambda: tiny_engine.autoregressive.transformer, "llama": tiny_llama,
+          "gpt2-gelu_new": lambda: with_activation(tiny_engine.autoregressive.transformer, "gelu_new")}[model]()
     g = torch.Generator().manual_seed(0)
     prefix = torch.randint(0, 30, (2, 9), generator=g)  # (B, P)
     chunks = [torch.randint(0, 30, (2, n), generator=g) for n in (1, 1, 4, 1, 3)]  # one token, or several (editing)
@@ -273,12 +282,12 @@ def test_every_way_of_decoding_gives_transformers_logits(tiny_engine, model):
         whole = lm(input_ids=torch.cat([prefix, *chunks], 1)).logits  # (B, T, V) in one pass
         ends = np.cumsum([prefix.shape[1]] + [c.shape[1] for c in chunks]) - 1
         expected = [whole[:, e] for e in ends]
-        ways = [CachedDecoding, Recomputing] + [GPT2Decoding] * (model == "gpt2")
+        ways = [CachedDecoding, Recomputing] + [GPT2Decoding] * (model != "llama")
         for decoding in ways:
             for got, want in zip(feed_in_steps(decoding, lm, prefix, chunks), expected, strict=True):
                 assert torch.allclose(got, want, atol=1e-5), decoding.__name__
-    assert GPT2Decoding.supports(lm) == (model == "gpt2")
-    assert isinstance(start_decoding(lm, prefix), GPT2Decoding if model == "gpt2" else CachedDecoding)
+    assert GPT2Decoding.supports(lm) == (model != "llama")
+    assert isinstance(start_decoding(lm, prefix), CachedDecoding if model == "llama" else GPT2Decoding)
     assert isinstance(start_decoding(lm, prefix, use_cache=False), Recomputing)
 
 

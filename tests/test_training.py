@@ -254,6 +254,38 @@ def test_autoencoder_report_on_a_tiny_autoencoder():
     assert one_object > 0 and sum(v["n"] for v in by_shape.values()) == one_object
 
 
+def test_encoded_sets_are_cached_per_encoder_and_a_larger_set_serves_a_smaller_one(tmp_runs, monkeypatch):
+    """load_encoded encodes once; the first N scenes of a larger cached set (same seed, same
+    encoder) are read, not encoded again; a cache made by another encoder is never used."""
+    import argparse
+
+    from playground.autoencoder import AutoencoderConfig, SharedAutoencoder, build_autoencoder
+
+    monkeypatch.chdir(tmp_runs)  # build_dataset's data/ folder
+    torch.manual_seed(0)
+    vq = build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16, 16), mid_block_add_attention=False))
+    vq.save_pretrained(tmp_runs / "assets" / "vqvae")
+    large = train.load_encoded(argparse.Namespace(dataset_size=12, seed=0))
+    assert large[0].shape == (12, 4, 16, 16) and large[1].shape == (12, 256) and len(large[2]) == 12
+    assert (tmp_runs / "runs" / "encoded-12-seed0.safetensors").is_file()
+
+    encode = SharedAutoencoder.encode
+    monkeypatch.setattr(SharedAutoencoder, "encode", lambda *a: pytest.fail("encoded again"))
+    small = train.load_encoded(argparse.Namespace(dataset_size=5, seed=0))
+    assert torch.equal(small[0], large[0][:5]) and torch.equal(small[1], large[1][:5]) and small[2] == large[2][:5]
+    assert not (tmp_runs / "runs" / "encoded-5-seed0.safetensors").exists()
+
+    monkeypatch.setattr(SharedAutoencoder, "encode", encode)
+    with torch.no_grad():
+        vq.encoder.conv_in.weight.mul_(2.0)  # a retrained encoder
+    vq.save_pretrained(tmp_runs / "assets" / "vqvae")
+    fresh = train.load_encoded(argparse.Namespace(dataset_size=5, seed=0))
+    assert (tmp_runs / "runs" / "encoded-5-seed0.safetensors").is_file()
+    assert not torch.equal(fresh[0], small[0])
+    other_seed = train.load_encoded(argparse.Namespace(dataset_size=5, seed=1))
+    assert other_seed[2] != small[2] and (tmp_runs / "runs" / "encoded-5-seed1.safetensors").is_file()
+
+
 def test_psnr():
     a = np.zeros((4, 4, 3), dtype=np.uint8)
     assert psnr(a, a) == pytest.approx(10 * math.log10(255**2 / 1e-10))
