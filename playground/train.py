@@ -356,7 +356,10 @@ def load_encoded(args) -> tuple[torch.Tensor, torch.Tensor, list]:
             meta = f.metadata() or {}
         if meta.get("encoder") == fingerprint and int(meta.get("scenes", 0)) >= len(scenes):
             t = load_file(str(path))
-            return t["latents"][: len(scenes)].clone(), t["codes"][: len(scenes)].clone(), scenes
+            latents, codes = t["latents"], t["codes"]
+            if len(latents) > len(scenes):  # a larger set's first scenes, copied so that the rest is freed
+                latents, codes = latents[: len(scenes)].clone(), codes[: len(scenes)].clone()
+            return latents, codes, scenes
     ae = SharedAutoencoder(vq)
     lat, codes = [], []
     for i in tqdm(range(0, len(images), 500), desc="encode dataset"):
