@@ -274,6 +274,8 @@ def test_encoded_sets_are_cached_per_encoder_and_a_larger_set_serves_a_smaller_o
     small = train.load_encoded(argparse.Namespace(dataset_size=5, seed=0))
     assert torch.equal(small[0], large[0][:5]) and torch.equal(small[1], large[1][:5]) and small[2] == large[2][:5]
     assert not (tmp_runs / "runs" / "encoded-5-seed0.safetensors").exists()
+    same = train.load_encoded(argparse.Namespace(dataset_size=12, seed=0))  # the whole cached set, read as it is
+    assert torch.equal(same[0], large[0]) and torch.equal(same[1], large[1])
 
     monkeypatch.setattr(SharedAutoencoder, "encode", encode)
     with torch.no_grad():
