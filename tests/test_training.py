@@ -328,9 +328,10 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     shutil.copytree(tmp_path / "assets", tmp_path / "init")
     shutil.rmtree(tmp_path / "runs" / "autoregressive")
     train.main(tiny + ["--stage", "diffusion", "--diffusion-init", str(tmp_path / "init"), "--diffusion-steps", "1", "--text-encoder", "siglip",
-                       "--diffusion-prompt-order", "place_first", "--diffusion-coordinates", "1", "--diffusion-grounding", "0.1", "--diffusion-reading", "0.1"])
+                       "--diffusion-prompt-order", "place_first", "--diffusion-coordinates", "1", "--diffusion-grounding", "0.1", "--diffusion-reading", "0.1",
+                       "--diffusion-optimizer", "muon"])
     train.main(tiny + ["--stage", "autoregressive", "--ar-init", str(tmp_path / "init" / "transformer"), "--ar-steps", "1",
-                       "--two-object-share", "0.75"])
+                       "--two-object-share", "0.75", "--ar-optimizer", "muon"])
     tuned = load_engine(tmp_path / "assets")
     assert tuned.diffusion.text_encoder.config.model_type == "siglip_text_model"
     assert tuned.diffusion.text_encoder.config.prompt_order == "place_first"
