@@ -1,17 +1,16 @@
 """The runs the shipped weights took, as data, and the runner behind `python -m playground.train`.
 
-    python -m playground.train                  # every run below, resumable; about 9 h 20 min on 2 cores
+    python -m playground.train                  # every run below, resumable; about 7 h 20 min on 2 cores
     python -m playground.train --device cuda    # the same runs on a GPU
 
 Each run is one `python -m playground.train` command with the options it was made with
 (README.md has each one's figures; the models were refined over several sessions, so the
 path has many steps). The runner:
-1. prepares on every thread: the autoencoder, then the training sets rendered and encoded
-   once (160,000 scenes; the 40,000 set is their first 40,000), so that no later run writes
-   what another reads;
+1. prepares on every thread: the autoencoder, then the training set of 40,000 scenes
+   rendered and encoded once, so that no later run writes what another reads;
 2. runs the chains side by side, the threads shared out: the diffusion model and then the
    decoder fine-tunes (the decoder does not change the codes or latents the generators
-   learn), and the autoregressive model's runs.
+   learn), and the autoregressive model's one run (Muon, from scratch).
 
 A finished run leaves runs/recipe/<name>.done (its minutes), so a restarted recipe skips it; an
 interrupted one resumes from its checkpoints in runs/recipe/<checkpoints>/. Each chain's output
@@ -56,13 +55,11 @@ def _ar(name: str, *args: str, checkpoints: str = "") -> Run:
 
 
 _DIFFUSION = ("--stage", "diffusion", "--diffusion-coordinates", "1", "--diffusion-prompt-order", "place_first", "--diffusion-grounding", "0.1")
-_STARS = ("--two-object-share", "0.85", "--star-share")  # followed by the share
 
 SHIPPED = Recipe(
     prepare=(
         Run("autoencoder", ("--stage", "autoencoder")),  # 2,500 steps, 46 min on 2 threads
-        Run("encode-160000", ("--stage", "encode", "--dataset-size", "160000")),  # 16 min with the rendering
-        Run("encode-40000", ("--stage", "encode", "--dataset-size", "40000")),  # the first 40,000 of those: read, not encoded again
+        Run("encode-40000", ("--stage", "encode", "--dataset-size", "40000")),  # 5.5 min with the rendering
     ),
     chains=(
         ("diffusion-then-decoder", (
@@ -75,24 +72,9 @@ SHIPPED = Recipe(
             Run("decoder-4", ("--stage", "decoder", "--decoder-steps", "3000", "--decoder-lr", "1.5e-4")),  # 37 min (session 12)
         )),
         ("autoregressive", (
-            # One run of 11,000 steps on prompts as written, made as three: each larger total
-            # resumed the one before (and re-opened its learning-rate schedule).
-            _ar("autoregressive-1", "--ar-prompt-order", "as_written", "--ar-steps", "5600", checkpoints="autoregressive-1"),  # 93 min
-            _ar("autoregressive-1b", "--ar-prompt-order", "as_written", "--ar-steps", "8400", checkpoints="autoregressive-1"),  # 44 min
-            _ar("autoregressive-1c", "--ar-prompt-order", "as_written", "--ar-steps", "11000", checkpoints="autoregressive-1"),  # 42 min (session 8)
-            # Continued from the saved model: place-first prompts, then more two-object scenes
-            # and stars, then more scenes.
-            _ar("autoregressive-2", "--ar-init", "assets/transformer", "--ar-steps", "3300", "--ar-lr", "1e-3"),  # 55 min
-            _ar("autoregressive-3", "--ar-init", "assets/transformer", "--two-object-share", "0.75", "--ar-steps", "3000",
-                "--ar-lr", "5e-4"),  # 53 min (session 9)
-            _ar("autoregressive-4", "--ar-init", "assets/transformer", "--two-object-share", "0.85", "--ar-steps", "2400",
-                "--ar-lr", "5e-4"),  # 43 min
-            _ar("autoregressive-5", "--ar-init", "assets/transformer", *_STARS, "0.5", "--ar-steps", "2000", "--ar-lr", "5e-4"),  # 37 min (session 12)
-            _ar("autoregressive-6", "--ar-init", "assets/transformer", *_STARS, "0.25", "--ar-steps", "1500", "--ar-lr", "2e-4"),  # 29 min (session 13)
-            _ar("autoregressive-7", "--ar-init", "assets/transformer", "--dataset-size", "160000", *_STARS, "0.25",
-                "--ar-steps", "3000", "--ar-lr", "3e-4"),  # 62 min (session 15)
-            _ar("autoregressive-8", "--ar-init", "assets/transformer", "--dataset-size", "160000", "--draw-seed", "1", *_STARS, "0.25",
-                "--ar-steps", "4000", "--stop-at", "2000", "--ar-lr", "2e-4"),  # about 37 min (session 16)
+            # From scratch with Muon (session 19; the shipped model before it took ten AdamW runs, 28,200 steps, about 8 h 10 min).
+            _ar("autoregressive", "--two-object-share", "0.75", "--star-share", "0.25", "--ar-steps", "6500", "--ar-lr", "2e-3",
+                "--ar-optimizer", "muon"),  # 115 min at one thread
         )),
     ),
 )
