@@ -91,6 +91,8 @@ def build_optimizer(named_parameters, name: str, lr: float, weight_decay: float 
         return torch.optim.AdamW([p for _, p in named], lr=lr, weight_decay=weight_decay, betas=betas)
     if name != "muon":
         raise ValueError(f"unknown optimizer {name!r}")
-    takes = [p.ndim >= 2 and not any(x in n for x in muon_excludes) for n, p in named]
-    return Optimizers(Muon([p for (_, p), t in zip(named, takes) if t], lr=lr, weight_decay=weight_decay),
-                      torch.optim.AdamW([p for (_, p), t in zip(named, takes) if not t], lr=lr, weight_decay=weight_decay, betas=betas))
+    muon, adamw = [], []
+    for n, p in named:
+        (muon if p.ndim >= 2 and not any(x in n for x in muon_excludes) else adamw).append(p)
+    return Optimizers(Muon(muon, lr=lr, weight_decay=weight_decay),
+                      torch.optim.AdamW(adamw, lr=lr, weight_decay=weight_decay, betas=betas))

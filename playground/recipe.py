@@ -50,8 +50,8 @@ class Recipe:
     chains: tuple[tuple[str, tuple[Run, ...]], ...]  # (name, runs): side by side
 
 
-def _ar(name: str, *args: str, checkpoints: str = "") -> Run:
-    return Run(name, ("--stage", "autoregressive", *args), checkpoints)
+def _ar(name: str, *args: str) -> Run:
+    return Run(name, ("--stage", "autoregressive", *args))
 
 
 _DIFFUSION = ("--stage", "diffusion", "--diffusion-coordinates", "1", "--diffusion-prompt-order", "place_first", "--diffusion-grounding", "0.1")

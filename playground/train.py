@@ -421,8 +421,8 @@ def train_diffusion(args) -> None:
     text_encoder.config.prompt_order = args.diffusion_prompt_order  # read back by the sampler (text.prompt_order)
     dev = pick_device(args.device)
     unet.to(dev), text_encoder.to(dev)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
     named = [*unet.named_parameters(prefix="unet"), *text_encoder.named_parameters(prefix="text")]
+    params = [p for _, p in named]
     # Muon: every matrix and kernel but the first and last layers and the text embeddings.
     opt = build_optimizer(named, args.diffusion_optimizer, args.diffusion_lr, betas=(0.9, 0.999),
                           muon_excludes=("unet.conv_in", "unet.conv_out", "embeddings"))

@@ -264,7 +264,7 @@ def tiny_llama():
 
 
 def with_activation(lm, activation: str):
-    """The same GPT-2 with another GELU: the shipped model has gelu_new, new ones gelu_pytorch_tanh."""
+    """The same GPT-2 with another GELU: models saved before session 19 (and GPT-2 checkpoints) have gelu_new, new ones gelu_pytorch_tanh."""
     config = lm.config.__class__.from_dict({**lm.config.to_dict(), "activation_function": activation})
     other = lm.__class__(config).eval()
     other.load_state_dict(lm.state_dict())
