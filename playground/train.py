@@ -217,6 +217,10 @@ def background_consistency(h: torch.Tensor, h_plain: torch.Tensor, background: t
     return err / h.detach().var().clamp(min=1e-6)
 
 
+# With Muon, AdamW keeps the first and last layers, the 1x1 convolutions around the codebook and the codebook.
+AUTOENCODER_MUON_EXCLUDES = ("conv_in", "conv_out", "quant_conv", "quantize")
+
+
 def train_autoencoder(args) -> None:
     torch.manual_seed(args.seed)
     images, _ = build_dataset(args.dataset_size, seed=args.seed)
@@ -228,7 +232,10 @@ def train_autoencoder(args) -> None:
         vq = build_autoencoder(AutoencoderConfig(block_out_channels=tuple(args.ae_channels), mid_block_add_attention=bool(args.ae_attention)))
     dev = pick_device(args.device)
     vq.to(dev)
-    opt = torch.optim.AdamW(vq.parameters(), lr=args.ae_lr, weight_decay=0.0, betas=(0.9, 0.99))
+    # Muon (--ae-optimizer muon): the kernels but AUTOENCODER_MUON_EXCLUDES; the codebook, which
+    # dead-code restarts rewrite, stays with AdamW.
+    opt = build_optimizer(vq.named_parameters(), args.ae_optimizer, args.ae_lr, weight_decay=0.0, betas=(0.9, 0.99),
+                          muon_excludes=AUTOENCODER_MUON_EXCLUDES)
     ckpt = Checkpointer("autoencoder", {"vq": vq}, opt, args.checkpoints)
     usage = torch.zeros(vq.config.num_vq_embeddings, device=dev)
     vq.train()
@@ -301,7 +308,9 @@ def train_decoder(args) -> None:
         p.requires_grad_(True)
     dev = pick_device(args.device)
     vq.to(dev)
-    opt = torch.optim.AdamW(trainable, lr=args.decoder_lr, weight_decay=0.0, betas=(0.9, 0.99))
+    named = [(n, p) for n, p in vq.named_parameters() if p.requires_grad]
+    opt = build_optimizer(named, args.decoder_optimizer, args.decoder_lr, weight_decay=0.0, betas=(0.9, 0.99),
+                          muon_excludes=AUTOENCODER_MUON_EXCLUDES)
     ckpt = Checkpointer("decoder", {"vq": vq}, opt, args.checkpoints)
     vq.eval()
     vq.decoder.train()
@@ -571,9 +580,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ae-background-weight", type=float, default=1.0,
                    help="weight of the loss that codes background cells as the plain background would be (0: off)")
     p.add_argument("--ae-init", default=None, help="start the autoencoder from this saved VQModel folder")
+    p.add_argument("--ae-optimizer", choices=["adamw", "muon"], default="adamw",
+                   help="muon: Muon for the convolution kernels but the first and last, AdamW for the rest (optim.py)")
     p.add_argument("--decoder-steps", type=int, default=1500)
     p.add_argument("--decoder-lr", type=float, default=5e-4)
     p.add_argument("--decoder-batch", type=int, default=16)
+    p.add_argument("--decoder-optimizer", choices=["adamw", "muon"], default="adamw",
+                   help="muon: as --ae-optimizer, for the decoder fine-tune")
     p.add_argument("--diffusion-steps", type=int, default=10000)
     p.add_argument("--diffusion-batch", type=int, default=32)
     p.add_argument("--diffusion-lr", type=float, default=1e-3)
