@@ -94,3 +94,17 @@ def test_a_checkpoint_of_muon_and_adamw_resumes_to_the_same_steps(tmp_path, monk
     for a, b in zip(net.parameters(), other.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert isinstance(opt, Optimizers)
+
+
+def test_the_autoencoder_gives_muon_its_inner_kernels_and_keeps_the_codebook_and_outer_layers_with_adamw():
+    from playground.autoencoder import AutoencoderConfig, build_autoencoder
+
+    vq = build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16, 16)))
+    muon, adamw = build_optimizer(vq.named_parameters(), "muon", 1e-3, muon_excludes=train.AUTOENCODER_MUON_EXCLUDES).optimizers
+    to_muon = {n for n, p in vq.named_parameters() if any(p is q for q in muon.param_groups[0]["params"])}
+    assert "encoder.down_blocks.0.resnets.0.conv1.weight" in to_muon and "decoder.up_blocks.0.upsamplers.0.conv.weight" in to_muon
+    kept = {"encoder.conv_in.weight", "encoder.conv_out.weight", "quant_conv.weight", "quantize.embedding.weight",
+            "post_quant_conv.weight", "decoder.conv_in.weight", "decoder.conv_out.weight"}
+    assert not kept & to_muon
+    assert {n for n, p in vq.named_parameters() if p.ndim >= 2} == to_muon | kept  # every other kernel goes to Muon
+    assert sum(len(g["params"]) for g in adamw.param_groups) == len(list(vq.parameters())) - len(to_muon)
