@@ -80,6 +80,28 @@ SHIPPED = Recipe(
 )
 
 
+# The recipe meant to replace SHIPPED within the issue's 3-hour limit (session 20), every run
+# with Muon: the autoencoder (whose decoder needs no fine-tune: 44.4 dB and 99.8 % of
+# reconstructions accepted, against the shipped 37.4 dB and 94.6 % after four fine-tunes), then
+# both generators from scratch side by side. About 3 h on 2 cores; its weights are not shipped
+# until it has run in full and been evaluated (`python -m playground.train --stage candidate`).
+CANDIDATE = Recipe(
+    prepare=(
+        Run("autoencoder", ("--stage", "autoencoder", "--ae-optimizer", "muon")),  # 2,500 steps, 90 min at one thread
+        Run("encode-40000", ("--stage", "encode", "--dataset-size", "40000")),
+    ),
+    chains=(
+        ("diffusion", (
+            Run("diffusion", (*_DIFFUSION, "--star-share", "0.3", "--diffusion-lr", "2e-3", "--diffusion-optimizer", "muon",
+                              "--diffusion-steps", "4200")),  # about 2 h at one thread
+        )),
+        ("autoregressive", SHIPPED.chains[1][1]),  # the shipped autoregressive run, 115 min at one thread
+    ),
+)
+
+RECIPES = {"shipped": (SHIPPED, RECIPE_RUNS), "candidate": (CANDIDATE, RECIPE_RUNS.with_name("recipe-candidate"))}
+
+
 def command(run: Run, threads: int, device: str, folder: Path) -> list[str]:
     """The `python -m playground.train` command line of one run."""
     checkpoints = folder / (run.checkpoints or run.name)

@@ -2,6 +2,7 @@
 fine-tunes), then the two generators, into assets/.
 
     python -m playground.train                      # the shipped recipe: every run the shipped weights took
+    python -m playground.train --stage candidate    # the recipe meant to replace it in about 3 h (not yet shipped)
     python -m playground.train --stage all          # the four stages once, with the options given
     python -m playground.train --stage diffusion    # one stage (the generators need the autoencoder)
 
@@ -24,7 +25,8 @@ and writes its loss curve to assets/<stage>-loss.png.
 
 `--ar-optimizer muon` and `--diffusion-optimizer muon` train the generators' weight matrices and
 convolution kernels with Muon instead of AdamW (optim.py; the README's *Session 19* has what
-it measured). The shipped autoregressive model was trained with Muon from scratch; the shipped
+it measured); `--ae-optimizer muon` and `--decoder-optimizer muon` do the same for the
+autoencoder's kernels (*Session 20*). The shipped autoregressive model was trained with Muon from scratch; the shipped
 diffusion model with AdamW (Muon from scratch reached 78.5 % of seen prompts in the time that
 AdamW reached 45 %, below the shipped model's 94 %).
 
@@ -553,8 +555,9 @@ STAGES = {"autoencoder": train_autoencoder, "encode": encode_dataset, "decoder":
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m playground.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=["shipped", "all", *STAGES], default="shipped",
-                   help="shipped (default): every run the shipped weights took (recipe.py), resumable; all: the four "
+    p.add_argument("--stage", choices=["shipped", "candidate", "all", *STAGES], default="shipped",
+                   help="shipped (default): every run the shipped weights took (recipe.py), resumable; candidate: the "
+                        "recipe meant to replace it in under 3 h (recipe.CANDIDATE, in runs/recipe-candidate/); all: the four "
                         "training stages once, with the options given; or one stage (encode: render and encode the training set)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (the GPU where there is one)")
@@ -625,15 +628,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     p = build_parser()
     args = p.parse_args(argv)
-    if args.stage == "shipped":
-        from .recipe import RecipeError, run_recipe
+    if args.stage in ("shipped", "candidate"):
+        from .recipe import RECIPES, RecipeError, run_recipe
 
         chosen = {name for name, value in vars(args).items() if value != p.get_default(name)} - {"stage", "threads", "device"}
         if chosen:
-            p.error(f"the shipped recipe fixes every other option (got {', '.join('--' + n.replace('_', '-') for n in sorted(chosen))}); "
+            p.error(f"the {args.stage} recipe fixes every other option (got {', '.join('--' + n.replace('_', '-') for n in sorted(chosen))}); "
                     "pass --stage all or a single --stage to choose them")
         try:
-            run_recipe(threads=args.threads, device=args.device)
+            recipe, folder = RECIPES[args.stage]
+            run_recipe(recipe=recipe, threads=args.threads, device=args.device, folder=folder)
         except RecipeError as e:
             raise SystemExit(f"error: {e}") from None
         return

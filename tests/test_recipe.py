@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from playground import recipe, train
-from playground.recipe import SHIPPED, Recipe, RecipeError, Run, command, run_recipe
+from playground.recipe import CANDIDATE, SHIPPED, Recipe, RecipeError, Run, command, run_recipe
 
 
 def options(run: Run):
@@ -32,6 +32,20 @@ def test_every_shipped_run_is_a_valid_train_command_and_the_steps_add_up():
     assert total == {"autoencoder": 2500, "encode": 0, "autoregressive": 6500, "diffusion": 11200, "decoder": 10500}
 
 
+def test_the_candidate_recipe_trains_everything_from_scratch_with_muon_in_one_run_each():
+    """recipe.CANDIDATE: the autoencoder, no decoder fine-tune, and each generator in one run
+    from scratch, all with Muon; the same data and autoregressive run as the shipped recipe."""
+    runs = [*CANDIDATE.prepare, *(r for _, chain in CANDIDATE.chains for r in chain)]
+    stages = [options(r).stage for r in runs]
+    assert stages == ["autoencoder", "encode", "diffusion", "autoregressive"]
+    for run in runs:
+        args = options(run)
+        assert not args.ar_init and not args.diffusion_init and not args.ae_init
+        assert {"autoencoder": args.ae_optimizer, "diffusion": args.diffusion_optimizer,
+                "autoregressive": args.ar_optimizer}.get(args.stage, "muon") == "muon", run.name
+    assert CANDIDATE.prepare[1] == SHIPPED.prepare[1] and CANDIDATE.chains[1] == SHIPPED.chains[1]
+
+
 def test_a_run_continued_from_a_saved_model_follows_the_run_that_saves_it_in_its_chain():
     for _, chain in SHIPPED.chains:
         stages_before = set()
@@ -53,10 +67,14 @@ def test_train_without_options_runs_the_shipped_recipe_and_refuses_options_it_wo
     monkeypatch.setattr(recipe, "run_recipe", lambda **kw: calls.append(kw))
     train.main([])
     train.main(["--threads", "4", "--device", "cpu"])
-    assert calls == [{"threads": 2, "device": "auto"}, {"threads": 4, "device": "cpu"}]
-    with pytest.raises(SystemExit) as e:
-        train.main(["--ar-steps", "5"])
-    assert e.value.code == 2 and "--ar-steps" in capsys.readouterr().err
+    train.main(["--stage", "candidate"])
+    shipped = {"recipe": SHIPPED, "folder": recipe.RECIPE_RUNS}
+    assert calls == [{**shipped, "threads": 2, "device": "auto"}, {**shipped, "threads": 4, "device": "cpu"},
+                     {"recipe": CANDIDATE, "folder": recipe.RECIPE_RUNS.parent / "recipe-candidate", "threads": 2, "device": "auto"}]
+    for stage in ("shipped", "candidate"):
+        with pytest.raises(SystemExit) as e:
+            train.main(["--stage", stage, "--ar-steps", "5"])
+        assert e.value.code == 2 and "--ar-steps" in capsys.readouterr().err
 
     def fail(**kw):
         raise RecipeError("run x failed (exit code 1); its output is in runs/recipe/x.log")
