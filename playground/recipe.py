@@ -92,8 +92,9 @@ CANDIDATE = Recipe(
     ),
     chains=(
         ("diffusion", (
-            Run("diffusion", (*_DIFFUSION, "--star-share", "0.3", "--diffusion-lr", "2e-3", "--diffusion-optimizer", "muon",
-                              "--diffusion-steps", "4200")),  # about 2 h at one thread
+            # about 2 h at one thread; on the shipped autoencoder, without --two-object-share: 83.0 % of seen prompts
+            Run("diffusion", (*_DIFFUSION, "--two-object-share", "0.75", "--star-share", "0.3", "--diffusion-lr", "2e-3",
+                              "--diffusion-optimizer", "muon", "--diffusion-steps", "4200")),
         )),
         ("autoregressive", SHIPPED.chains[1][1]),  # the shipped autoregressive run, 115 min at one thread
     ),
