@@ -557,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m playground.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", choices=["shipped", "candidate", "all", *STAGES], default="shipped",
                    help="shipped (default): every run the shipped weights took (recipe.py), resumable; candidate: the "
-                        "recipe meant to replace it in under 3 h (recipe.CANDIDATE, in runs/recipe-candidate/); all: the four "
+                        "recipe meant to replace it in about 3 h (recipe.CANDIDATE, in runs/recipe-candidate/); all: the four "
                         "training stages once, with the options given; or one stage (encode: render and encode the training set)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (the GPU where there is one)")
@@ -584,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the loss that codes background cells as the plain background would be (0: off)")
     p.add_argument("--ae-init", default=None, help="start the autoencoder from this saved VQModel folder")
     p.add_argument("--ae-optimizer", choices=["adamw", "muon"], default="adamw",
-                   help="muon: Muon for the convolution kernels but the first and last, AdamW for the rest (optim.py)")
+                   help="muon: Muon for the convolution kernels, AdamW for the rest (AUTOENCODER_MUON_EXCLUDES; optim.py)")
     p.add_argument("--decoder-steps", type=int, default=1500)
     p.add_argument("--decoder-lr", type=float, default=5e-4)
     p.add_argument("--decoder-batch", type=int, default=16)
