@@ -26,9 +26,9 @@ and writes its loss curve to assets/<stage>-loss.png.
 `--ar-optimizer muon` and `--diffusion-optimizer muon` train the generators' weight matrices and
 convolution kernels with Muon instead of AdamW (optim.py; the README's *Session 19* has what
 it measured); `--ae-optimizer muon` and `--decoder-optimizer muon` do the same for the
-autoencoder's kernels (*Session 20*). The shipped autoregressive model was trained with Muon from scratch; the shipped
-diffusion model with AdamW (Muon from scratch reached 78.5 % of seen prompts in the time that
-AdamW reached 45 %, below the shipped model's 94 %).
+autoencoder's kernels (*Session 20*). The shipped autoregressive model was trained with Muon
+from scratch; the shipped diffusion model with AdamW (Muon from scratch reached 78.5 % of seen
+prompts in the time that AdamW reached 45 %, below the shipped model's 94 %).
 
 On a GPU the same commands train there (`--device cuda`, the default where one is found):
 batches and noise are still drawn on the CPU from the same seeds, so a checkpoint moves
@@ -303,14 +303,13 @@ def train_decoder(args) -> None:
     torch.manual_seed(args.seed)
     images, _ = build_dataset(args.dataset_size, seed=args.seed)
     vq = VQModel.from_pretrained(ASSETS / "vqvae")
-    trainable = list(vq.post_quant_conv.parameters()) + list(vq.decoder.parameters())
+    named = [*vq.post_quant_conv.named_parameters(prefix="post_quant_conv"), *vq.decoder.named_parameters(prefix="decoder")]
     for p in vq.parameters():
         p.requires_grad_(False)
-    for p in trainable:
+    for _, p in named:
         p.requires_grad_(True)
     dev = pick_device(args.device)
     vq.to(dev)
-    named = [(n, p) for n, p in vq.named_parameters() if p.requires_grad]
     opt = build_optimizer(named, args.decoder_optimizer, args.decoder_lr, weight_decay=0.0, betas=(0.9, 0.99),
                           muon_excludes=AUTOENCODER_MUON_EXCLUDES)
     ckpt = Checkpointer("decoder", {"vq": vq}, opt, args.checkpoints)
