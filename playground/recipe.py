@@ -114,7 +114,7 @@ def command(run: Run, threads: int, device: str, folder: Path) -> list[str]:
 
 def execute(run: Run, threads: int, device: str, folder: Path, log_name: str) -> None:
     """One run, unless it finished before: its output appended to <folder>/<log_name>.log.
-    Raises RecipeError when it fails."""
+    Raises RecipeError when it fails, or when its .done was left by another command."""
     done = folder / f"{run.name}.done"
     if done.is_file():
         record = json.loads(done.read_text())
