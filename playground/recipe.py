@@ -85,12 +85,12 @@ SHIPPED = Recipe(
 # Session 21 ran session 20's version in full (autoencoder 2,500 steps, diffusion 4,200): seen
 # prompts 90.0 % diffusion, 95.0 % autoregressive, but about 362 core-minutes of work, over 3 h
 # on 2 cores however it is scheduled. This version trains the autoencoder for 1,500 steps (about
-# 43 core-minutes less) and gives diffusion 200 more steps: about 170 min. Not shipped until it
+# 43 core-minutes less) and gives diffusion 200 more steps: about 173 min. Not shipped until it
 # has run in full and been evaluated (`python -m playground.train --stage candidate`).
 CANDIDATE = Recipe(
     prepare=(
-        Run("autoencoder", ("--stage", "autoencoder", "--ae-optimizer", "muon", "--ae-steps", "1500")),  # about 33 min on 2 threads
-        Run("encode-40000", ("--stage", "encode", "--dataset-size", "40000")),  # 5.5 min on 2 threads
+        Run("autoencoder", ("--stage", "autoencoder", "--ae-optimizer", "muon", "--ae-steps", "1500")),  # 35.0 min on 2 threads (session 21)
+        Run("encode-40000", ("--stage", "encode", "--dataset-size", "40000")),  # 4.8 min on 2 threads (session 21)
     ),
     chains=(
         ("diffusion", (
