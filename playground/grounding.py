@@ -19,8 +19,8 @@ grounding 0.1, 3,000 steps: 56.0 % of 200 seen prompts (shipped 56.5 %), two obj
 but 31 % of two-object pictures have the objects in each other's place (18 %); with reading 0.1
 as well, 2,000 steps: 51.5 %. The named objects are drawn; which goes where is still not read
 from the prompt. Neither was shipped. Trained from scratch with coordinates, place-first prompts and
-grounding 0.1 (10,000 steps, session 12), the model is shipped (continued on star-heavy
-batches, session 13): 94.0 % of seen prompts with regional prompts (regions.py); the session-12
+grounding 0.1 (10,000 steps, session 12), the model was shipped (continued on star-heavy
+batches, session 13; since session 22, one trained with the same options and Muon): 94.0 % of seen prompts with regional prompts (regions.py); the session-12
 model 92.0 % with them, 68.5 % without (two objects 36 %, places swapped 42 %).
 
     recorder = AttentionRecorder.attach(unet)              # records every cross-attention map

@@ -1,34 +1,26 @@
-"""Reproduce every shipped weight from scratch: the shared autoencoder (and its decoder
-fine-tunes), then the two generators, into assets/.
+"""Reproduce every shipped weight from scratch: the shared autoencoder, then the two
+generators, into assets/.
 
     python -m playground.train                      # the shipped recipe: every run the shipped weights took
-    python -m playground.train --stage candidate    # the recipe meant to replace it in about 3 h (not yet shipped)
     python -m playground.train --stage all          # the four stages once, with the options given
     python -m playground.train --stage diffusion    # one stage (the generators need the autoencoder)
 
-The shipped recipe (recipe.py: its runs, order and times) is the list of runs the shipped
-models were made with over several sessions, each a call of this command; about 7 h 20 min in
-all on 2 cores, and it resumes where it stopped, so it can span sessions.
+The shipped recipe (recipe.py: its runs, order and times) trains the autoencoder, encodes the
+training set, then trains both generators side by side, one thread each, every model from
+scratch with Muon; about 2 h 47 min on 2 cores (session 22), and it resumes where it
+stopped, so it can span sessions.
 
-`--stage all` is a single pass of the four stages with today's default options (the
-autoregressive model on place-first prompts from the first step; diffusion without the
-options the shipped one used). It has not been run in full; split over the two cores like
-this, it would take about 3 h 50 min:
-
-    python -m playground.train --stage autoencoder
-    python -m playground.train --stage diffusion --threads 1 &
-    python -m playground.train --stage autoregressive --threads 1 && python -m playground.train --stage decoder --threads 1
+`--stage all` is a single pass of the four stages (with the decoder fine-tune the shipped
+recipe leaves out) with today's default options, which are AdamW's and not the shipped
+recipe's; its runs one after the other take far longer than the recipe.
 
 Each stage shows a progress bar, saves a checkpoint to runs/<stage>/ (or --checkpoints
 DIR/<stage>/) every few hundred steps and resumes from it when restarted, uses fixed seeds,
 and writes its loss curve to assets/<stage>-loss.png.
 
-`--ar-optimizer muon` and `--diffusion-optimizer muon` train the generators' weight matrices and
-convolution kernels with Muon instead of AdamW (optim.py; the README's *Session 19* has what
-it measured); `--ae-optimizer muon` and `--decoder-optimizer muon` do the same for the
-autoencoder's kernels (*Session 20*). The shipped autoregressive model was trained with Muon
-from scratch; the shipped diffusion model with AdamW (Muon from scratch reached 78.5 % of seen
-prompts in the time that AdamW reached 45 %, below the shipped model's 94 %).
+`--ae-optimizer`, `--decoder-optimizer`, `--diffusion-optimizer` and `--ar-optimizer muon` train
+the weight matrices and convolution kernels with Muon instead of AdamW (optim.py; the README's
+*Session 19* and *Session 20* have what it measured against AdamW).
 
 On a GPU the same commands train there (`--device cuda`, the default where one is found):
 batches and noise are still drawn on the CPU from the same seeds, so a checkpoint moves
@@ -554,9 +546,8 @@ STAGES = {"autoencoder": train_autoencoder, "encode": encode_dataset, "decoder":
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m playground.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=["shipped", "candidate", "all", *STAGES], default="shipped",
-                   help="shipped (default): every run the shipped weights took (recipe.py), resumable; candidate: the "
-                        "recipe meant to replace it in about 3 h (recipe.CANDIDATE, in runs/recipe-candidate/); all: the four "
+    p.add_argument("--stage", choices=["shipped", "all", *STAGES], default="shipped",
+                   help="shipped (default): every run the shipped weights took (recipe.py), resumable; all: the four "
                         "training stages once, with the options given; or one stage (encode: render and encode the training set)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (the GPU where there is one)")
@@ -627,16 +618,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     p = build_parser()
     args = p.parse_args(argv)
-    if args.stage in ("shipped", "candidate"):
-        from .recipe import RECIPES, RecipeError, run_recipe
+    if args.stage == "shipped":
+        from .recipe import RECIPE_RUNS, SHIPPED, RecipeError, run_recipe
 
         chosen = {name for name, value in vars(args).items() if value != p.get_default(name)} - {"stage", "threads", "device"}
         if chosen:
-            p.error(f"the {args.stage} recipe fixes every other option (got {', '.join('--' + n.replace('_', '-') for n in sorted(chosen))}); "
+            p.error(f"the shipped recipe fixes every other option (got {', '.join('--' + n.replace('_', '-') for n in sorted(chosen))}); "
                     "pass --stage all or a single --stage to choose them")
         try:
-            recipe, folder = RECIPES[args.stage]
-            run_recipe(recipe=recipe, threads=args.threads, device=args.device, folder=folder)
+            run_recipe(recipe=SHIPPED, threads=args.threads, device=args.device, folder=RECIPE_RUNS)
         except RecipeError as e:
             raise SystemExit(f"error: {e}") from None
         return

@@ -7,59 +7,30 @@ import pytest
 import torch
 
 from playground import recipe, train
-from playground.recipe import CANDIDATE, SHIPPED, Recipe, RecipeError, Run, command, run_recipe
+from playground.recipe import SHIPPED, Recipe, RecipeError, Run, command, run_recipe
 
 
 def options(run: Run):
     return train.build_parser().parse_args(command(run, 1, "cpu", recipe.RECIPE_RUNS)[3:])
 
 
-def test_every_shipped_run_is_a_valid_train_command_and_the_steps_add_up():
-    """Each run parses as `python -m playground.train` options; the step counts are the
-    shipped path's (README.md): 6,500 autoregressive steps, 11,200 diffusion, 10,500 decoder."""
+def test_every_shipped_run_is_a_valid_train_command_from_scratch_with_muon():
+    """Each run parses as `python -m playground.train` options: the autoencoder (no decoder
+    fine-tune), the training set encoded, then each generator in one run from scratch, all
+    with Muon; the step counts are README.md's."""
     runs = [*SHIPPED.prepare, *(r for _, chain in SHIPPED.chains for r in chain)]
     assert len({r.name for r in runs}) == len(runs)
-    final_steps = {}  # checkpoint folder -> (stage, steps its last run ends at)
+    steps = {}
     for run in runs:
         args = options(run)
-        assert args.stage in train.STAGES and args.threads == 1 and args.checkpoints.endswith(run.checkpoints or run.name)
-        steps = {"autoregressive": args.ar_steps, "diffusion": args.diffusion_steps, "decoder": args.decoder_steps,
-                 "autoencoder": args.ae_steps, "encode": 0}[args.stage]
-        final_steps[run.checkpoints or run.name] = (args.stage, min(steps, args.stop_at or steps))
-    total = {}
-    for stage, steps in final_steps.values():
-        total[stage] = total.get(stage, 0) + steps
-    assert total == {"autoencoder": 2500, "encode": 0, "autoregressive": 6500, "diffusion": 11200, "decoder": 10500}
-
-
-def test_the_candidate_recipe_trains_everything_from_scratch_with_muon_in_one_run_each():
-    """recipe.CANDIDATE: the autoencoder, no decoder fine-tune, and each generator in one run
-    from scratch, all with Muon; the same data and autoregressive run as the shipped recipe,
-    and fewer autoencoder steps than session 20's version, which took over 3 h."""
-    runs = [*CANDIDATE.prepare, *(r for _, chain in CANDIDATE.chains for r in chain)]
-    stages = [options(r).stage for r in runs]
-    assert stages == ["autoencoder", "encode", "diffusion", "autoregressive"]
-    for run in runs:
-        args = options(run)
-        assert not args.ar_init and not args.diffusion_init and not args.ae_init
+        assert args.stage in train.STAGES and args.threads == 1 and args.checkpoints.endswith(run.name)
+        assert not args.ar_init and not args.diffusion_init and not args.ae_init and args.stop_at is None
         assert {"autoencoder": args.ae_optimizer, "diffusion": args.diffusion_optimizer,
                 "autoregressive": args.ar_optimizer}.get(args.stage, "muon") == "muon", run.name
-    assert CANDIDATE.prepare[1] == SHIPPED.prepare[1] and CANDIDATE.chains[1] == SHIPPED.chains[1]
-    assert options(CANDIDATE.prepare[0]).ae_steps == 1500 and options(CANDIDATE.chains[0][1][0]).diffusion_steps == 4400
-
-
-def test_a_run_continued_from_a_saved_model_follows_the_run_that_saves_it_in_its_chain():
-    for _, chain in SHIPPED.chains:
-        stages_before = set()
-        for run in chain:
-            args = options(run)
-            if args.ar_init:
-                assert args.ar_init == "assets/transformer" and "autoregressive" in stages_before, run.name
-            if args.diffusion_init:
-                assert args.diffusion_init == "assets" and "diffusion" in stages_before, run.name
-            stages_before.add(args.stage)
-    prepared = {options(r).stage for r in SHIPPED.prepare}
-    assert prepared == {"autoencoder", "encode"}  # what the chains read, made before them
+        steps[args.stage] = {"autoregressive": args.ar_steps, "diffusion": args.diffusion_steps,
+                             "autoencoder": args.ae_steps, "encode": 0}[args.stage]
+    assert steps == {"autoencoder": 1500, "encode": 0, "diffusion": 4400, "autoregressive": 6500}
+    assert [options(r).stage for r in SHIPPED.prepare] == ["autoencoder", "encode"]  # what the chains read, made before them
     sizes = {options(r).dataset_size for _, chain in SHIPPED.chains for r in chain}
     assert sizes == {options(r).dataset_size for r in SHIPPED.prepare if options(r).stage == "encode"}
 
@@ -69,14 +40,11 @@ def test_train_without_options_runs_the_shipped_recipe_and_refuses_options_it_wo
     monkeypatch.setattr(recipe, "run_recipe", lambda **kw: calls.append(kw))
     train.main([])
     train.main(["--threads", "4", "--device", "cpu"])
-    train.main(["--stage", "candidate"])
     shipped = {"recipe": SHIPPED, "folder": recipe.RECIPE_RUNS}
-    assert calls == [{**shipped, "threads": 2, "device": "auto"}, {**shipped, "threads": 4, "device": "cpu"},
-                     {"recipe": CANDIDATE, "folder": recipe.RECIPE_RUNS.parent / "recipe-candidate", "threads": 2, "device": "auto"}]
-    for stage in ("shipped", "candidate"):
-        with pytest.raises(SystemExit) as e:
-            train.main(["--stage", stage, "--ar-steps", "5"])
-        assert e.value.code == 2 and "--ar-steps" in capsys.readouterr().err
+    assert calls == [{**shipped, "threads": 2, "device": "auto"}, {**shipped, "threads": 4, "device": "cpu"}]
+    with pytest.raises(SystemExit) as e:
+        train.main(["--stage", "shipped", "--ar-steps", "5"])
+    assert e.value.code == 2 and "--ar-steps" in capsys.readouterr().err
 
     def fail(**kw):
         raise RecipeError("run x failed (exit code 1); its output is in runs/recipe/x.log")
@@ -96,7 +64,7 @@ def tiny(name: str, *args: str, checkpoints: str = "") -> Run:
 
 
 def test_the_runner_prepares_runs_the_chains_resumes_and_skips_what_is_done(tmp_path, monkeypatch):
-    """A tiny recipe of the shipped one's shape, each run a real `python -m playground.train`
+    """A tiny recipe of the runner's every kind of run, each run a real `python -m playground.train`
     process: every run finishes once; one that shares a checkpoint folder resumes the run before
     it; one continued from assets/ keeps a checkpoint folder of its own; a second call runs nothing."""
     from playground.engine import load_engine
