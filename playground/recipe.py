@@ -50,7 +50,7 @@ class Recipe:
 
 _DIFFUSION = ("--stage", "diffusion", "--diffusion-coordinates", "1", "--diffusion-prompt-order", "place_first", "--diffusion-grounding", "0.1")
 
-# Since session 22. The recipe before it (sessions 7 to 20: an AdamW autoencoder, four decoder
+# Since session 22. The recipe before it (sessions 7 to 21: an AdamW autoencoder, four decoder
 # fine-tunes and two diffusion runs, about 7 h 20 min) is in git's history and README.md.
 SHIPPED = Recipe(
     prepare=(
