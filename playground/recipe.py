@@ -48,8 +48,6 @@ class Recipe:
     chains: tuple[tuple[str, tuple[Run, ...]], ...]  # (name, runs): side by side
 
 
-_DIFFUSION = ("--stage", "diffusion", "--diffusion-coordinates", "1", "--diffusion-prompt-order", "place_first", "--diffusion-grounding", "0.1")
-
 # Since session 22. The recipe before it (sessions 7 to 21: an AdamW autoencoder, four decoder
 # fine-tunes and two diffusion runs, about 7 h 20 min) is in git's history and README.md.
 SHIPPED = Recipe(
@@ -60,8 +58,9 @@ SHIPPED = Recipe(
     ),
     chains=(
         ("diffusion", (
-            Run("diffusion", (*_DIFFUSION, "--two-object-share", "0.75", "--star-share", "0.3", "--diffusion-lr", "2e-3",
-                              "--diffusion-optimizer", "muon", "--diffusion-steps", "4400")),  # 127 min at one thread (session 22)
+            Run("diffusion", ("--stage", "diffusion", "--diffusion-coordinates", "1", "--diffusion-prompt-order", "place_first",
+                              "--diffusion-grounding", "0.1", "--two-object-share", "0.75", "--star-share", "0.3",
+                              "--diffusion-lr", "2e-3", "--diffusion-optimizer", "muon", "--diffusion-steps", "4400")),  # 127 min at one thread (session 22)
         )),
         ("autoregressive", (
             Run("autoregressive", ("--stage", "autoregressive", "--two-object-share", "0.75", "--star-share", "0.25",
@@ -84,7 +83,8 @@ def execute(run: Run, threads: int, device: str, folder: Path, log_name: str) ->
     done = folder / f"{run.name}.done"
     if done.is_file():
         record = json.loads(done.read_text())
-        if record["command"][2:2 + len(run.args)] != list(run.args):  # a run of another recipe, under the same name
+        made_by = ["-m", "playground.train", *run.args]  # what command() gives, less the interpreter and the per-call options
+        if record["command"][:len(made_by)] != made_by:  # a run of another recipe, under the same name
             raise RecipeError(f"{done} was left by another command ({' '.join(record['command'])}); "
                               f"move {folder} away to train this recipe from the start")
         print(f"{run.name}: finished before ({record['minutes']:.1f} min)", flush=True)
