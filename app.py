@@ -47,11 +47,11 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
     `models` ({"diffusion": [...], "autoregressive": [...]}, default first) fills the model
     menus, shown where there is a choice; `problems` are shown at the top of the page.
     `workers`: processes that run the embedded models' samplers (0: threads of this process)."""
-    from playground import live, teaching
-    from playground.diffusion import SCHEDULERS
-    from playground.hub import on_gpu
+    from playground.diffusion.model import SCHEDULERS
+    from playground.hub.common import on_gpu
     from playground.settings import LIMITS, EditSettings, GenerationSettings, suggested_diffusion_settings
-    from playground.shapes import PALETTE
+    from playground.ui import live, teaching
+    from playground.world.shapes import PALETTE
 
     PALETTE_HEX = ["#%02x%02x%02x" % rgb for rgb in PALETTE.values()]  # the brush: the colours the models know
 
@@ -265,7 +265,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="processes that run the embedded models' samplers, two per Generate running at once "
                              "(default: as many as that needs; 0: run them on threads of the page's process; "
                              "or PLAYGROUND_WORKERS)")
-    from playground.cli import add_model_arguments  # (imports torch: only when run, never on import)
+    from playground.arguments import add_model_arguments  # (imports torch: only when run, never on import)
 
     add_model_arguments(parser)
     return parser.parse_args(argv)
@@ -273,8 +273,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from playground.cli import load_engine_from_args
-    from playground.engine import ModelNotFoundError
+    from playground.arguments import load_engine_from_args
+    from playground.errors import ModelNotFoundError
 
     try:
         engine = load_engine_from_args(args)  # the models now, not on the first click
@@ -283,7 +283,7 @@ def main(argv=None) -> None:
     models = {kind: engine.models(kind) for kind in ("diffusion", "autoregressive")}
     uses_hub = any(len(m) > 1 for m in models.values())
     # The examples are the embedded models' own prompts: computed ahead only when those paint them.
-    from playground import live
+    from playground.ui import live
 
     workers = 2 * live.GENERATE_CONCURRENCY if args.workers < 0 else args.workers
     demo = build_demo(engine_loader=lambda: engine, cache_examples=not uses_hub,

@@ -26,15 +26,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .settings import SettingsError
+from playground.errors import EditInputError
 
 PICTURE_SIZE = 64  # the models' pictures: 64 x 64 RGB
 MAX_SIDE = 8192  # larger pictures are refused before they are decoded
 MAX_PIXELS = 40_000_000
-
-
-class EditInputError(SettingsError):
-    """A picture or mask that cannot be used; the message is meant for people."""
 
 
 @dataclass

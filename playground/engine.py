@@ -22,21 +22,21 @@ from pathlib import Path
 
 import torch
 
-from .autoencoder import SharedAutoencoder
-from .autoregressive import AutoregressiveModel, autoregressive_progressive
-from .diffusion import SCHEDULERS, DiffusionModel, diffusion_progressive, load_text_encoder
-from .hub import EMBEDDED, ModelLoadError, configured_models, load_hub_model
-from .settings import SettingsError
-from .text import EncodedPrompt, PromptEncoder
+from playground.autoencoder.model import SharedAutoencoder
+from playground.autoregressive.model import AutoregressiveModel
+from playground.autoregressive.sample import autoregressive_progressive
+from playground.diffusion.model import SCHEDULERS, DiffusionModel, load_text_encoder
+from playground.diffusion.sample import diffusion_progressive
+from playground.errors import ModelLoadError, ModelNotFoundError, SettingsError
+from playground.hub.common import configured_models
+from playground.hub.load import load_hub_model
+from playground.settings import EMBEDDED
+from playground.world.text import EncodedPrompt, PromptEncoder
 
 log = logging.getLogger(__name__)
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 REQUIRED = ("tokenizer/tokenizer.json", "vqvae", "unet", "text_encoder", "scheduler", "transformer")
-
-
-class ModelNotFoundError(RuntimeError):
-    """A model folder is missing or incomplete (the message says which part, and how to fix it)."""
 
 
 @dataclass
@@ -105,7 +105,7 @@ def load_engine(folder: str | Path | None = None, diffusion_model=None, autoregr
     if missing:
         raise ModelNotFoundError(
             f"the embedded models in {folder} are incomplete (missing: {', '.join(missing)}); "
-            "restore assets/ from git or rebuild them with `python -m playground.train`"
+            "restore assets/ from git or rebuild them with `python -m playground.training.train`"
         )
     prompt_encoder = PromptEncoder.from_pretrained(folder / "tokenizer")
     autoencoder = SharedAutoencoder(VQModel.from_pretrained(folder / "vqvae", use_safetensors=True))
@@ -134,10 +134,10 @@ def load_engine(folder: str | Path | None = None, diffusion_model=None, autoregr
 def build_random_assets(folder: str | Path, seed: int = 0) -> Path:
     """Tiny, seeded, untrained models saved in the assets layout: for fast tests and demos of
     the machinery. Loaded with `load_engine(folder)` like the real ones."""
-    from .autoencoder import AutoencoderConfig, build_autoencoder
-    from .autoregressive import AutoregressiveConfig, build_transformer
-    from .diffusion import DiffusionConfig, build_text_encoder, build_train_scheduler, build_unet
-    from .text import save_tokenizer
+    from playground.autoencoder.model import AutoencoderConfig, build_autoencoder
+    from playground.autoregressive.model import AutoregressiveConfig, build_transformer
+    from playground.diffusion.model import DiffusionConfig, build_text_encoder, build_train_scheduler, build_unet
+    from playground.world.text import save_tokenizer
 
     folder = Path(folder)
     torch.manual_seed(seed)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .frames import MIN_BOXED_CELL, fit, outline_cells, upscale
+from playground.frames import MIN_BOXED_CELL, fit, outline_cells
 
 
 def pick(frames: list, n: int) -> list:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from .hub import EMBEDDED
-from .text import MAX_PROMPT_CHARS
+from playground.errors import SettingsError
+from playground.world.text import MAX_PROMPT_CHARS
 
 MAX_SEED = 2**31 - 1
-
-
-class SettingsError(ValueError):
-    """A setting or prompt that cannot be used; the message is meant for people."""
+EMBEDDED = "embedded"  # the name of the embedded models in menus and settings
+SCHEDULER_NAMES = ("ddim", "euler", "ddpm", "dpm")  # the diffusion samplers (diffusion.model.SCHEDULERS)
 
 
 MODEL_FIELDS = ("diffusion_model", "autoregressive_model")
@@ -73,8 +71,6 @@ class GenerationSettings:
 
     def validated(self) -> "GenerationSettings":
         """A copy with numbers converted to their types; SettingsError when out of range."""
-        from .diffusion import SCHEDULERS  # (imported here: this module stays free of torch)
-
         values = {}
         for f in fields(self):
             v = getattr(self, f.name)
@@ -82,8 +78,8 @@ class GenerationSettings:
                 v = "" if v is None else str(v).strip()  # the engine knows which models there are
             elif f.name == "scheduler":
                 v = str(v).lower()
-                if v not in SCHEDULERS:
-                    raise SettingsError(f"scheduler must be one of {', '.join(SCHEDULERS)}, not {v!r}")
+                if v not in SCHEDULER_NAMES:
+                    raise SettingsError(f"scheduler must be one of {', '.join(SCHEDULER_NAMES)}, not {v!r}")
             else:
                 kind = int if f.type in ("int", int) else float
                 try:

@@ -75,7 +75,7 @@ def playground_app(tiny_engine):
 def tiny_hub_models(tmp_path_factory) -> dict:
     """Tiny random real-model checkpoints (a Stable Diffusion pipeline, a Janus model and its
     processor), saved with the libraries' own save_pretrained, once per test session."""
-    from playground.hub_tiny import build_tiny_hub_models
+    from playground.hub.tiny import build_tiny_hub_models
 
     return {kind: str(path) for kind, path in build_tiny_hub_models(tmp_path_factory.mktemp("tiny-hub")).items()}
 

@@ -12,7 +12,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from playground import live
+from playground.ui import live
 
 PICTURE_SIZE = (256, 256)  # 64x64 shown 4x
 
@@ -45,7 +45,7 @@ def run_generate(client, **kwargs):
 
 
 def test_import_app_is_light():
-    code = "import app, sys; assert 'torch' not in sys.modules and 'playground.live' not in sys.modules"
+    code = "import app, sys; assert 'torch' not in sys.modules and 'playground.ui.live' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -205,10 +205,10 @@ def test_client_gets_final_pictures_that_match_the_prompt(real_engine):
     """Through gradio_client, with the shipped weights, the final pictures of /generate match
     their prompt by the shapes-world checker (issue 3's client test). One fixed prompt and seed
     at which both models draw it (runs are deterministic): this checks the whole path, prompt
-    to page to client, not how often the models succeed; that is `python -m playground.evaluate`
+    to page to client, not how often the models succeed; that is `python -m playground.evaluation.evaluate`
     (README Figures). Retrained weights may need another seed here."""
     import app
-    from playground import shapes
+    from playground.world import shapes
 
     prompt, seed = "a large yellow square in the center on a black background", 0
     demo = app.build_demo(engine_loader=lambda: real_engine, cache_examples=False)

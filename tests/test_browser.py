@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from playground import live
+from playground.ui import live
 
 pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -179,7 +179,7 @@ def test_edit_an_uploaded_picture(page, playground_app, tmp_path, monkeypatch):
     import numpy as np
     from PIL import Image
 
-    from playground.shapes import Scene, SceneObject, render
+    from playground.world.shapes import Scene, SceneObject, render
 
     monkeypatch.setattr(live, "MIN_RUN_SECONDS", 2.0)
     picture = render(Scene("yellow", (SceneObject("red", "circle", "large", "left"),))).repeat(2, 0).repeat(2, 1)
@@ -232,8 +232,8 @@ def test_an_edit_example_fills_the_picture_and_prompt(page, playground_app, monk
         pytest.skip("run with the tiny models")
     import numpy as np
 
-    from playground import teaching
-    from playground.shapes import render, scene_from_prompt
+    from playground.ui import teaching
+    from playground.world.shapes import render, scene_from_prompt
 
     monkeypatch.setattr(live, "MIN_RUN_SECONDS", 1.0)
     before, after, label = teaching.EDIT_EXAMPLES[0]

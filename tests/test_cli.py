@@ -144,7 +144,7 @@ def test_bad_input_in_a_real_process(tmp_path):
 
 
 def test_evaluate_takes_the_sampling_settings(tiny_assets, tmp_path, capsys):
-    from playground import evaluate
+    from playground.evaluation import evaluate
 
     out = tmp_path / "evaluation.json"
     evaluate.main(["--assets", str(tiny_assets), "--seen", "2", "--held-out", "1", "--paradigm", "autoregressive",
@@ -162,7 +162,7 @@ def test_evaluate_takes_the_sampling_settings(tiny_assets, tmp_path, capsys):
 def test_benchmark_times_previews_in_this_thread_and_as_the_page_runs_the_samplers(tiny_assets, capsys):
     import re
 
-    from playground import benchmark
+    from playground.evaluation import benchmark
 
     benchmark.main(["--assets", str(tiny_assets), "--repeats", "1", "--threads", "1"])
     out = capsys.readouterr().out
@@ -183,5 +183,5 @@ def test_measuring_commands_report_a_missing_model_folder_in_one_line(command, t
     with pytest.raises(SystemExit) as exit_info:
         importlib.import_module(f"playground.{command}").main(["--assets", str(tmp_path / "assets"), "--threads", "1"])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "incomplete" in err and "python -m playground.train" in err
+    assert exit_info.value.code == 2 and "incomplete" in err and "python -m playground.training.train" in err
     assert "Traceback" not in err

@@ -9,10 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from playground import cli, live
+from playground import cli
 from playground.editing import (
     EditInput,
-    EditInputError,
     autoregressive_keep,
     kept_rows_mask,
     load_edit,
@@ -24,10 +23,12 @@ from playground.editing import (
     start_step,
     strength_timeline,
 )
-from playground.evaluate_edits import changed_attribute, edit_cases
+from playground.errors import EditInputError, SettingsError
+from playground.evaluation.edits import changed_attribute, edit_cases
 from playground.frames import outline_cells
-from playground.settings import EditSettings, SettingsError
-from playground.shapes import Scene, SceneObject, render
+from playground.settings import EditSettings
+from playground.ui import live
+from playground.world.shapes import Scene, SceneObject, render
 
 PICTURE = render(Scene("yellow", (SceneObject("red", "circle", "large", "left"),)))  # (64, 64, 3)
 PROMPT = "a large blue circle on the left on a yellow background"
@@ -391,8 +392,8 @@ def test_edit_bad_input_gets_a_clean_message(client, tmp_path, case, message):
 
 
 def test_edit_examples_are_pictures_of_their_captions_with_one_word_changed(tmp_path):
-    from playground import teaching
-    from playground.shapes import check
+    from playground.ui import teaching
+    from playground.world.shapes import check
 
     rows = live.edit_examples(tmp_path)
     assert len(rows) == len(teaching.EDIT_EXAMPLES) >= 4
@@ -419,7 +420,7 @@ def test_the_edit_tab_offers_the_examples(playground_app, tmp_path):
 
 
 def test_evaluate_edits_reports_each_setting(tiny_assets, tmp_path):
-    from playground import evaluate_edits
+    from playground.evaluation import edits as evaluate_edits
 
     out = tmp_path / "edit-evaluation.json"
     evaluate_edits.main(["--assets", str(tiny_assets), "--cases", "3", "--strengths", "0.5", "--keep-rows", "8",

@@ -4,10 +4,16 @@ is, the recorded cross-attention, and the loss that ties them together. No train
 import numpy as np
 import torch
 
-from playground.autoencoder import object_cells
-from playground.grounding import AttentionRecorder, grounding_loss, object_masks, object_token_positions, reading_loss
-from playground.shapes import Scene, SceneObject, render
-from playground.text import place_first
+from playground.autoencoder.model import object_cells
+from playground.training.grounding import (
+    AttentionRecorder,
+    grounding_loss,
+    object_masks,
+    object_token_positions,
+    reading_loss,
+)
+from playground.world.shapes import Scene, SceneObject, render
+from playground.world.text import place_first
 
 TWO = "a small yellow circle at the top and a large blue star at the bottom on a purple background"
 

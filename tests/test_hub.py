@@ -7,16 +7,18 @@ loaded gives one clear message while the embedded model takes its place. No netw
 import json
 import threading
 
-import numpy as np
 import pytest
 import torch
 
-from playground import cli, live
+from playground import cli
 from playground.engine import load_engine
+from playground.errors import ModelLoadError
 from playground.frames import UNWRITTEN
-from playground.hub import EMBEDDED, ModelLoadError, configured_models, load_hub_model
-from playground.hub_janus import janus_inputs
-from playground.settings import GenerationSettings, suggested_diffusion_settings
+from playground.hub.common import configured_models
+from playground.hub.janus import janus_inputs
+from playground.hub.load import load_hub_model
+from playground.settings import EMBEDDED, GenerationSettings, suggested_diffusion_settings
+from playground.ui import live
 
 
 def test_real_models_become_each_panels_default(hub_engine, tiny_hub_models):

@@ -6,8 +6,8 @@ import io
 import pytest
 from PIL import Image
 
-from playground import shapes
 from playground.settings import GenerationSettings
+from playground.world import shapes
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from playground import live
 from playground.settings import GenerationSettings
-from playground.shapes import COLORS, SHAPES
+from playground.ui import live
+from playground.world.shapes import COLORS, SHAPES
 
 SESSIONS = 30
 

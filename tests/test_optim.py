@@ -4,8 +4,8 @@ pair of optimizers that training checkpoints as one."""
 import pytest
 import torch
 
-from playground import train
-from playground.optim import Muon, Optimizers, build_optimizer, orthogonalise
+from playground.training import train
+from playground.training.optim import Muon, Optimizers, build_optimizer, orthogonalise
 
 
 @pytest.mark.parametrize("shape", [(24, 80), (80, 24)])
@@ -97,7 +97,7 @@ def test_a_checkpoint_of_muon_and_adamw_resumes_to_the_same_steps(tmp_path, monk
 
 
 def test_the_autoencoder_gives_muon_its_inner_kernels_and_keeps_the_codebook_and_outer_layers_with_adamw():
-    from playground.autoencoder import AutoencoderConfig, build_autoencoder
+    from playground.autoencoder.model import AutoencoderConfig, build_autoencoder
 
     vq = build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16, 16)))
     muon, adamw = build_optimizer(vq.named_parameters(), "muon", 1e-3, muon_excludes=train.AUTOENCODER_MUON_EXCLUDES).optimizers

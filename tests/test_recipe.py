@@ -6,8 +6,8 @@ import subprocess
 import pytest
 import torch
 
-from playground import recipe, train
-from playground.recipe import SHIPPED, Recipe, RecipeError, Run, command, run_recipe
+from playground.training import recipe, train
+from playground.training.recipe import SHIPPED, Recipe, RecipeError, Run, command, run_recipe
 
 
 def options(run: Run):
@@ -15,7 +15,7 @@ def options(run: Run):
 
 
 def test_every_shipped_run_is_a_valid_train_command_from_scratch_with_muon():
-    """Each run parses as `python -m playground.train` options: the autoencoder (no decoder
+    """Each run parses as `python -m playground.training.train` options: the autoencoder (no decoder
     fine-tune), the training set encoded, then each generator in one run from scratch, all
     with Muon; the step counts are README.md's."""
     runs = [*SHIPPED.prepare, *(r for _, chain in SHIPPED.chains for r in chain)]
@@ -64,7 +64,7 @@ def tiny(name: str, *args: str, checkpoints: str = "") -> Run:
 
 
 def test_the_runner_prepares_runs_the_chains_resumes_and_skips_what_is_done(tmp_path, monkeypatch):
-    """A tiny recipe of the runner's every kind of run, each run a real `python -m playground.train`
+    """A tiny recipe of the runner's every kind of run, each run a real `python -m playground.training.train`
     process: every run finishes once; one that shares a checkpoint folder resumes the run before
     it; one continued from assets/ keeps a checkpoint folder of its own; a second call runs nothing."""
     from playground.engine import load_engine

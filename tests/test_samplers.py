@@ -8,13 +8,21 @@ import pytest
 import torch
 from PIL import Image
 
-from playground.autoencoder import native_bfloat16
-from playground.decoding import CachedDecoding, GPT2Decoding, Recomputing, start_decoding
-from playground.autoregressive import NUM_CANDIDATES, filter_logits, grow_depth, training_sequences
-from playground.diffusion import SCHEDULERS, coordinate_planes, make_scheduler, predicted_x0, unet_input, with_coordinate_channels
+from playground.autoencoder.model import native_bfloat16
+from playground.autoregressive.kv_cache import CachedDecoding, GPT2Decoding, Recomputing, start_decoding
+from playground.autoregressive.model import grow_depth, training_sequences
+from playground.autoregressive.sample import NUM_CANDIDATES, filter_logits
+from playground.diffusion.model import (
+    SCHEDULERS,
+    coordinate_planes,
+    make_scheduler,
+    unet_input,
+    with_coordinate_channels,
+)
+from playground.diffusion.sample import predicted_x0
 from playground.frames import UNWRITTEN, AutoregressiveFrame, DiffusionFrame
 from playground.outputs import comparison_strip, save_gif
-from playground.regions import conditional_streams, regional_prompts
+from playground.world.regions import conditional_streams, regional_prompts
 
 PROMPT = "a large red circle on the left on a yellow background"
 
@@ -438,8 +446,8 @@ def test_previews_decode_cheaply_and_final_pictures_exactly(tiny_engine):
 def test_the_preview_decoder_computes_what_the_vqmodel_does(rows):
     """PreviewDecoder is the VQModel decoder's arithmetic in functional calls: in float32 the
     same pictures as `vq.decode` (within a level of rounding), for whole grids and top rows."""
-    from playground.autoencoder import AutoencoderConfig, build_autoencoder, tensor_to_images
-    from playground.preview_decoder import PreviewDecoder
+    from playground.autoencoder.model import AutoencoderConfig, build_autoencoder, tensor_to_images
+    from playground.autoencoder.preview import PreviewDecoder
 
     torch.manual_seed(0)
     vq = build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16, 16), norm_num_groups=4)).eval()
@@ -460,8 +468,8 @@ def test_the_preview_decoder_computes_what_the_vqmodel_does(rows):
 def test_a_decoder_the_preview_decoder_does_not_reproduce_previews_through_the_model():
     """A VQModel with attention in its middle block is not PreviewDecoder's: its previews are
     the model's own decode, exactly."""
-    from playground.autoencoder import AutoencoderConfig, SharedAutoencoder, build_autoencoder
-    from playground.preview_decoder import PreviewDecoder
+    from playground.autoencoder.model import AutoencoderConfig, SharedAutoencoder, build_autoencoder
+    from playground.autoencoder.preview import PreviewDecoder
 
     torch.manual_seed(0)
     vq = build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16, 16), norm_num_groups=4, mid_block_add_attention=True))
@@ -478,8 +486,9 @@ def test_the_autoregressive_sampler_orders_the_prompt_as_its_model_was_trained(t
     place before it; one saved without the field reads the prompt as written."""
     import dataclasses
 
-    from playground.autoregressive import PROMPT_ORDER, autoregressive_progressive
-    from playground.text import prompt_order
+    from playground.autoregressive.model import PROMPT_ORDER
+    from playground.autoregressive.sample import autoregressive_progressive
+    from playground.world.text import prompt_order
 
     model = tiny_engine.autoregressive
     assert prompt_order(model.transformer.config) == PROMPT_ORDER == "place_first"
@@ -500,7 +509,7 @@ def test_the_autoregressive_sampler_orders_the_prompt_as_its_model_was_trained(t
 def test_the_diffusion_sampler_orders_the_prompt_as_its_text_encoder_was_trained(tiny_engine, monkeypatch):
     import dataclasses
 
-    from playground.diffusion import diffusion_progressive
+    from playground.diffusion.sample import diffusion_progressive
 
     model = tiny_engine.diffusion
     orders = []
@@ -531,7 +540,7 @@ def test_a_unet_widened_for_coordinates_samples_as_before_until_trained(tiny_eng
     with it; once those weights move, where a cell is changes the prediction."""
     import dataclasses
 
-    from playground.diffusion import diffusion_progressive
+    from playground.diffusion.sample import diffusion_progressive
 
     model = tiny_engine.diffusion
     wide = with_coordinate_channels(model.unet)
@@ -596,7 +605,7 @@ def test_regional_prompts_only_for_two_objects_at_opposite_places(prompt):
 
 
 def live_status(kind):
-    from playground import live
+    from playground.ui import live
 
     return live.diffusion_status if kind == "diffusion" else live.ar_status
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from playground import shapes as S
-from playground.shapes import PALETTE, Scene, SceneObject, caption, check, parse_prompt, render, sample_scene
+from playground.world import shapes as S
+from playground.world.shapes import PALETTE, Scene, SceneObject, caption, check, parse_prompt, render, sample_scene
 
 
 def nearest(image):
@@ -286,9 +286,9 @@ def test_evaluation_counts_one_and_two_object_prompts_apart():
     from dataclasses import replace
     from types import SimpleNamespace
 
-    from playground.evaluate import adherence
+    from playground.evaluation.evaluate import adherence
     from playground.settings import GenerationSettings
-    from playground.shapes import COLORS, caption, render, sample_scene
+    from playground.world.shapes import COLORS, caption, render, sample_scene
 
     rng = np.random.default_rng(7)
     scenes = [sample_scene(rng, num_objects=1 + i % 2) for i in range(6)]

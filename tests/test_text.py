@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from playground.shapes import VOCABULARY
-from playground.text import (
+from playground.world.shapes import VOCABULARY
+from playground.world.text import (
     BOS,
     MAX_PROMPT_TOKENS,
     PAD,

@@ -9,12 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from playground.autoencoder import background_cells, object_cells, psnr
-
-from playground import train
-from playground.data import build_dataset, scene_from_json, scene_to_json, training_captions
-from playground.plots import plot_loss_curve
-from playground.shapes import caption, parse_prompt, sample_scene
+from playground.autoencoder.model import background_cells, object_cells, psnr
+from playground.training import train
+from playground.training.plots import plot_loss_curve
+from playground.world.data import build_dataset, scene_from_json, scene_to_json, training_captions
+from playground.world.shapes import caption, parse_prompt, sample_scene
 
 
 @pytest.fixture
@@ -204,7 +203,7 @@ def test_train_rejects_a_share_outside_0_1(capsys):
 
 
 def test_object_cells_mark_the_latent_cells_an_object_touches():
-    from playground.shapes import Scene, SceneObject, render
+    from playground.world.shapes import Scene, SceneObject, render
 
     image = render(Scene("blue", (SceneObject("red", "square", "small", "left", (0, 0)),)))
     cells = object_cells(image[None], 16)  # (1, 1, 16, 16)
@@ -238,8 +237,8 @@ def test_background_consistency_counts_background_cells_only():
 
 
 def test_autoencoder_report_on_a_tiny_autoencoder():
-    from playground.autoencoder import AutoencoderConfig, SharedAutoencoder, build_autoencoder
-    from playground.evaluate import autoencoder_report
+    from playground.autoencoder.model import AutoencoderConfig, SharedAutoencoder, build_autoencoder
+    from playground.autoencoder.report import autoencoder_report
 
     torch.manual_seed(0)
     ae = SharedAutoencoder(build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16, 16), mid_block_add_attention=False)))
@@ -259,7 +258,7 @@ def test_encoded_sets_are_cached_per_encoder_and_a_larger_set_serves_a_smaller_o
     encoder) are read, not encoded again; a cache made by another encoder is never used."""
     import argparse
 
-    from playground.autoencoder import AutoencoderConfig, SharedAutoencoder, build_autoencoder
+    from playground.autoencoder.model import AutoencoderConfig, SharedAutoencoder, build_autoencoder
 
     monkeypatch.chdir(tmp_runs)  # build_dataset's data/ folder
     torch.manual_seed(0)
@@ -296,7 +295,7 @@ def test_psnr():
 
 
 def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, monkeypatch):
-    """`python -m playground.train --stage all` from scratch, each stage two steps on a tiny dataset: every
+    """`python -m playground.training.train --stage all` from scratch, each stage two steps on a tiny dataset: every
     shipped folder is written and loads as the playground's engine."""
     from playground.engine import load_engine
 
@@ -369,7 +368,7 @@ def test_a_clip_text_encoder_carries_over_to_the_bidirectional_one(tmp_path):
     ("red" can learn that its object is "on the left")."""
     from transformers import CLIPTextConfig, CLIPTextModel, SiglipTextModel
 
-    from playground.diffusion import bidirectional_from, encode_text, load_text_encoder
+    from playground.diffusion.model import bidirectional_from, encode_text, load_text_encoder
 
     torch.manual_seed(0)
     clip = CLIPTextModel(CLIPTextConfig(vocab_size=20, hidden_size=32, intermediate_size=64, num_hidden_layers=1,

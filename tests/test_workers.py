@@ -8,9 +8,9 @@ import signal
 import numpy as np
 import pytest
 
-from playground import live
+from playground.runtime.workers import WorkerError, WorkerPool
 from playground.settings import GenerationSettings
-from playground.workers import WorkerError, WorkerPool
+from playground.ui import live
 
 PROMPT = "a large red circle on the left on a blue background"
 

@@ -1,0 +1,142 @@
+"""The words the playground shows next to the pictures: explanations, the comparison table,
+the vocabulary the models know and the example prompts.
+
+Plain text and the shapes world's word lists only (no torch), so that it can be read and
+edited without knowing the rest of the code. app.py places these texts on the page.
+"""
+
+from __future__ import annotations
+
+from playground.settings import GenerationSettings
+from playground.world.shapes import COLORS, HELD_OUT_PAIRS, PLACE_PHRASES, SHAPES, SIZE_SYNONYMS, SIZES
+
+INTRO = """\
+# One prompt, two ways to paint it
+Type a prompt and press **Generate**: on the left a **diffusion** model turns noise into a
+picture, on the right an **autoregressive** model writes the picture token by token. Both paint
+64 × 64 pictures of the same little world through the same autoencoder, so the two are directly
+comparable. When both are done, drag the slider to scrub back through the two runs together.
+"""
+
+REAL_MODELS_NOTE = """\
+**Real models are loaded too:** a menu above a panel picks which model paints it. A real model
+paints at its own size through its own autoencoder and knows far more words than the little
+world's; the word list, the example prompts and the *16 × 16 grid* of the explanations below are
+about the embedded models.
+"""
+
+DIFFUSION_TEXT = """\
+**Diffusion.** The run starts from random noise (chosen by the seed). At every step the network
+looks at the *whole* noisy picture and predicts the noise in it; the scheduler removes part of
+that noise. *Noisy state* is where the run is now; *predicted clean picture* is the network's
+current guess of the end result: blurry at first, sharp at the end. Every step reworks every
+pixel, so early mistakes can still be fixed.
+"""
+
+AUTOREGRESSIVE_TEXT = """\
+**Autoregressive.** The picture is a 16 × 16 grid of tokens: each token is one entry of the
+autoencoder's codebook, a small patch of picture. The transformer writes them one at a time,
+left to right and top to bottom, each drawn from a probability distribution that depends on
+the prompt and on every token written so far. Hatched cells are not written yet; the magenta box
+is the cell just written; the table shows the candidates the model considered for it. A written
+token is never changed.
+"""
+
+EDIT_INTRO = """\
+Give a picture — **upload** one, **draw** one (the brush has the eight colours the models know),
+or press **Edit this** under a result — and a new prompt that describes the *whole* picture you
+want (*a large blue circle on the left on a yellow background*, not *make it blue*). Optionally
+**paint a region** on the second canvas: only that part is repainted. Both models then edit it,
+live, each in its own way. Any picture is made 64 × 64 RGB first.
+"""
+
+EDIT_DIFFUSION_TEXT = """\
+**Diffusion edits** by noising the picture part of the way and denoising it under the new
+prompt: *strength* is how far (1 = all the way to pure noise: the picture is forgotten; 0.3 =
+only fine detail can change). With a painted region, after every step the latent *outside* the
+region is put back: the picture's own latent, noised to that step's level — so the outside stays
+as it was and the inside is repainted to fit it, on all sides.
+"""
+
+EDIT_AUTOREGRESSIVE_TEXT = """\
+**Autoregressive edits** by continuing: the picture becomes its 16 × 16 tokens, the model is
+given the *kept* ones as if it had written them, and writes the rest (inside the cyan outline)
+in raster order. Without a region it keeps the first *rows*; with a region it walks the grid,
+copying each token outside the region and writing each one inside. **It sees only what lies
+above and to the left of the cell it writes — never what lies below or to the right**, so a
+repainted region often does not join up with the picture under it and right of it.
+"""
+
+COMPARISON_TABLE = f"""\
+| | Diffusion (left) | Autoregressive (right) |
+|---|---|---|
+| Reads the prompt | through a separate text encoder, looked up by every part of the picture through cross-attention | as the first tokens of its own sequence, each word seeing only the words before it (so here each object's place is put first: *on the left a red square*) |
+| Two objects | a small model cannot easily tell which words go where on its own (an earlier one here: 24 % of two-object prompts right); regional prompts let each object's words steer its half (80 %; the current model 91 %) | reading places first, it binds on its own (87 % of 300 two-object prompts); regional prompts at 0.25 lift two-object prompts a little (an earlier model from 80 to 86 %, the current one from 85 to 89 % of 95), but four token streams instead of two cost 30 to 45 % more time, so they are off by default |
+| One step computes | a noise estimate for the whole picture at once | a probability for every codebook entry, for the next cell only |
+| Order | everywhere at once, coarse to fine | cell by cell, row by row |
+| Network evaluations per picture | one per step ({GenerationSettings.num_inference_steps} here by default) | one per token (256 here) |
+| The picture is | a 16 × 16 × 4 continuous latent | 256 tokens here; Janus-Pro: 576; Nano Banana: about 1,290 |
+| Randomness | the starting noise | each token is sampled (temperature, top-k, top-p) |
+| Can it change its mind? | yes, every step | no, a written token stays |
+| Editing a picture | noise it part of the way, denoise under the new prompt; a region is repainted seeing the picture all round it | keep its tokens and write the rest, in raster order: a cell sees only what lies above and to its left |
+"""
+
+SETTINGS_TEXT = """\
+The seed fixes all randomness: the same prompt, seed and settings always give the same pictures.
+*Guidance* pushes a run towards the prompt (1 = no guidance). *Temperature*, *top-k* and *top-p*
+control how adventurously the autoregressive model picks each token (temperature 0 = always the
+most likely token; top-k 0 and top-p 1 = no filtering).
+*Regional prompts* (0 to 1) are for two objects at opposite places ("… on the left and … on the
+right"). The small diffusion model, left to itself, often swaps the two or draws one twice: the
+prompt reaches its picture as one code, with nothing that says which words belong where. With
+regional prompts each object's own words ("a red circle on the left on a yellow background")
+also steer its half of the picture. Set it to 0 to watch the model bind on its own. The
+autoregressive model reads each object's place before its colour and shape, and binds well
+without help (its regional prompts are off by default; try them).
+"""
+
+# (prompt, seed) pairs; each prompt uses only colour-shape pairs seen in training.
+EXAMPLES = [
+    ["a large red circle on the left", 0],
+    ["a small blue star at the top on a yellow background", 1],
+    ["a yellow heart in the center on a black background", 2],
+    ["a large green square on the right and a small purple circle on the left", 3],
+]
+
+# Colour-shape pairs that were never in the training pictures (shapes.HELD_OUT_PAIRS): can
+# the models combine a colour and a shape they only learned separately?
+HELD_OUT = [
+    ("a purple star", ("purple", "star")),
+    ("a large orange heart on the right", ("orange", "heart")),
+    ("a small green triangle at the bottom on a white background", ("green", "triangle")),
+]
+HELD_OUT_EXAMPLES = [[prompt, 0] for prompt, _ in HELD_OUT]
+HELD_OUT_LABELS = [f"{prompt}  (held out: {colour} {shape})" for prompt, (colour, shape) in HELD_OUT]
+
+
+# Edit tab: (picture, drawn from this caption; new prompt; what changes). One attribute each, so
+# that the two ways of editing show their difference: the autoregressive model keeps the top
+# rows and cannot move the triangle down past them; diffusion at a high strength can.
+EDIT_EXAMPLES = [
+    ("a large red circle on the left on a yellow background", "a large blue circle on the left on a yellow background", "colour: red → blue"),
+    ("a small green square at the top on a black background", "a small green square at the top on a white background", "background: black → white"),
+    ("a large orange star in the center on a blue background", "a large orange heart in the center on a blue background", "shape: star → heart"),
+    ("a large yellow triangle at the top on a purple background", "a large yellow triangle at the bottom on a purple background", "place: top → bottom"),
+]
+
+
+def vocabulary_markdown() -> str:
+    """The words the models know, grouped, and how a prompt is put together."""
+    sizes = ", ".join(SIZES) + " (also " + ", ".join(SIZE_SYNONYMS) + ")"
+    places = ", ".join(f"*{p}*" for p in PLACE_PHRASES.values())
+    held_out = ", ".join(f"{c} {s}" for c, s in sorted(HELD_OUT_PAIRS))
+    return (
+        f"- **Colours:** {', '.join(COLORS)}\n"
+        f"- **Shapes:** {', '.join(SHAPES)}\n"
+        f"- **Sizes:** {sizes}\n"
+        f"- **Places:** {places}\n"
+        "- **Glue:** a, an, and, *on a … background*\n\n"
+        "A prompt reads like *a [size] colour shape [place] [and a …] [on a colour background]*, "
+        "for example *a small blue star at the top on a yellow background*. Other words are "
+        f"ignored. Never seen in training (held out): {held_out}."
+    )
