@@ -175,13 +175,13 @@ def test_benchmark_times_previews_in_this_thread_and_as_the_page_runs_the_sample
     assert re.search(r"KV cache: .* (\d+\.\d)x speed-up", same_thread)
 
 
-@pytest.mark.parametrize("command", ["evaluate", "evaluate_edits", "benchmark"])
+@pytest.mark.parametrize("command", ["evaluate", "edits", "benchmark"])
 def test_measuring_commands_report_a_missing_model_folder_in_one_line(command, tmp_path, capsys):
     import importlib
 
     (tmp_path / "assets").mkdir()
     with pytest.raises(SystemExit) as exit_info:
-        importlib.import_module(f"playground.{command}").main(["--assets", str(tmp_path / "assets"), "--threads", "1"])
+        importlib.import_module(f"playground.evaluation.{command}").main(["--assets", str(tmp_path / "assets"), "--threads", "1"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "incomplete" in err and "python -m playground.training.train" in err
     assert "Traceback" not in err
