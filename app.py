@@ -1,12 +1,14 @@
 """The playground web app: one prompt, a diffusion model and an autoregressive model painting it
 side by side and live. This file is the page layout and its wiring only: what happens on each
-event is in playground/live.py, the explanations in playground/teaching.py.
+event is in playground/ui/handlers.py, the explanations in playground/ui/teaching.py.
 
     python app.py [--host 127.0.0.1] [--port 7860] [--assets assets/] [--share]
                   [--diffusion-model ID] [--autoregressive-model ID] [--preview-vae ID]
 
 Environment: PLAYGROUND_HOST, PLAYGROUND_PORT, PLAYGROUND_ASSETS, PLAYGROUND_DIFFUSION_MODEL,
-PLAYGROUND_AUTOREGRESSIVE_MODEL and PLAYGROUND_PREVIEW_VAE set the same defaults. Real models
+PLAYGROUND_AUTOREGRESSIVE_MODEL and PLAYGROUND_PREVIEW_VAE set the same defaults; gradio's own
+GRADIO_SERVER_NAME and GRADIO_SERVER_PORT, where set (a Hugging Face Space sets them), come
+first (see launch_options). Real models
 (README: "Running real models") get a model menu above each panel; one that cannot be loaded is
 reported on the page and the embedded model takes its place. Edits run on the embedded models.
 The API (gradio_client) has two streaming endpoints, /generate (prompt, seed, ... by keyword)
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 from functools import partial
+from typing import Mapping
 
 import gradio as gr  # torch and the models are imported by build_demo / loaded on first use
 
@@ -49,20 +52,27 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
     `workers`: processes that run the embedded models' samplers (0: threads of this process)."""
     from playground.diffusion.model import SCHEDULERS
     from playground.hub.common import on_gpu
+    from playground.runtime.run import GENERATE_CONCURRENCY
     from playground.settings import LIMITS, EditSettings, GenerationSettings, suggested_diffusion_settings
-    from playground.ui import live, teaching
+    from playground.ui import teaching
+    from playground.ui.examples import edit_example_value, edit_examples, examples_cache_dir
+    from playground.ui.gradio_fixes import calm_queue, picture_editor
+    from playground.ui.handlers import DEFAULT_CONCURRENCY, QUEUE_SIZE, Playground
+    from playground.ui.inputs import EDIT_INPUTS, GENERATE_INPUTS, edit_timeline, mask_canvas, model_settings
+    from playground.ui.views import EXAMPLE_OUTPUTS, OUTPUTS, SCRUB_OUTPUTS, prompt_feedback
     from playground.world.shapes import PALETTE
 
     PALETTE_HEX = ["#%02x%02x%02x" % rgb for rgb in PALETTE.values()]  # the brush: the colours the models know
 
-    pg = live.Playground(engine_loader, workers=workers)
+    pg = Playground(engine_loader, workers=workers)
     # The steps and guidance fields start at what suits the default diffusion model (a turbo model: 2, 0)
     defaults = GenerationSettings(**suggested_diffusion_settings(((models or {}).get("diffusion") or [""])[0]))
     edit_defaults = EditSettings()
-    out: dict[str, gr.components.Component] = {}  # the outputs of Generate, by live.OUTPUTS name
+    out: dict[str, gr.components.Component] = {}  # the outputs of Generate, by views.OUTPUTS name
+    setting: dict[str, gr.components.Component] = {}  # the settings' fields, by EditSettings field name
 
     def number(name: str, label: str) -> gr.Number:
-        # No minimum/maximum on purpose: live.parse_settings explains out-of-range values itself.
+        # No minimum/maximum on purpose: inputs.parse_settings explains out-of-range values itself.
         low, high = LIMITS[name]
         return gr.Number(getattr(defaults, name), label=label, info=f"{low} to {high:,}", elem_id=name)
 
@@ -72,7 +82,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                            allow_custom_value=True)  # so that a wrong name gets our message, not gradio's
 
     if "GRADIO_EXAMPLES_CACHE" not in os.environ:  # gradio reads it when Examples are made
-        os.environ["GRADIO_EXAMPLES_CACHE"] = live.examples_cache_dir()
+        os.environ["GRADIO_EXAMPLES_CACHE"] = examples_cache_dir()
     with gr.Blocks(title="Diffusion vs autoregressive: live", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(teaching.INTRO)
         if problems:
@@ -87,12 +97,12 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
             with gr.Tab("Edit", id="edit", elem_id="edit-tab"):
                 gr.Markdown(teaching.EDIT_INTRO)
                 with gr.Row():
-                    edit_picture = live.picture_editor(
+                    edit_picture = picture_editor(
                         label="1. Picture to edit: upload, draw, or “Edit this” a result",
                         sources=("upload", "clipboard"), canvas_size=(256, 256), format="png", height=330,
                         brush=gr.Brush(default_size=8, colors=PALETTE_HEX, default_color=PALETTE_HEX[0]), elem_id="edit-picture",
                     )
-                    edit_mask = live.picture_editor(
+                    edit_mask = picture_editor(
                         label="2. Region to repaint (optional): paint over it", sources=(),
                         transforms=(), layers=False, format="png", height=330, elem_id="edit-mask",
                         brush=gr.Brush(default_size=12, colors=["#ff00ff"], default_color="#ff00ff", color_mode="fixed"),
@@ -103,17 +113,19 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                 )
                 with gr.Row():
                     with gr.Column():
-                        strength = gr.Slider(0.05, 1.0, value=edit_defaults.strength, step=0.05, elem_id="strength",
-                                             label="Diffusion strength: how far the picture is noised")
-                        timeline = gr.Markdown(live.edit_timeline(edit_defaults.strength, defaults.num_inference_steps),
+                        setting["strength"] = gr.Slider(
+                            0.05, 1.0, value=edit_defaults.strength, step=0.05, elem_id="strength",
+                            label="Diffusion strength: how far the picture is noised")
+                        timeline = gr.Markdown(edit_timeline(edit_defaults.strength, defaults.num_inference_steps),
                                                elem_id="edit-timeline")
                         gr.Markdown(teaching.EDIT_DIFFUSION_TEXT)
                     with gr.Column():
-                        keep_rows = gr.Slider(0, 15, value=edit_defaults.keep_rows, step=1, elem_id="keep-rows",
-                                              label="Autoregressive: token rows kept (when no region is painted)")
+                        setting["keep_rows"] = gr.Slider(
+                            0, 15, value=edit_defaults.keep_rows, step=1, elem_id="keep-rows",
+                            label="Autoregressive: token rows kept (when no region is painted)")
                         gr.Markdown(teaching.EDIT_AUTOREGRESSIVE_TEXT)
-                edit_examples = gr.Dataset(
-                    components=[gr.Image(render=False), gr.Textbox(render=False)], samples=live.edit_examples(
+                edit_example_set = gr.Dataset(
+                    components=[gr.Image(render=False), gr.Textbox(render=False)], samples=edit_examples(
                         os.path.join(os.environ["GRADIO_EXAMPLES_CACHE"], "edit")),
                     sample_labels=[label for *_, label in teaching.EDIT_EXAMPLES], elem_id="edit-examples",
                     label="Examples: a picture, and a new prompt that changes one thing")
@@ -123,27 +135,27 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
         with gr.Accordion("Settings", open=False):
             gr.Markdown(teaching.SETTINGS_TEXT)
             with gr.Row(equal_height=True):
-                seed = number("seed", "Seed")
+                setting["seed"] = number("seed", "Seed")
                 dice = gr.Button("🎲 random seed", elem_id="dice", scale=0)
             with gr.Row():
-                steps = number("num_inference_steps", "Diffusion steps")
-                scheduler = gr.Dropdown(
+                setting["num_inference_steps"] = number("num_inference_steps", "Diffusion steps")
+                setting["scheduler"] = gr.Dropdown(
                     list(SCHEDULERS), value=defaults.scheduler, label="Scheduler", elem_id="scheduler",
                     allow_custom_value=True,  # so that a wrong name gets our message, not gradio's
                 )
-                guidance = number("guidance_scale", "Diffusion guidance")
+                setting["guidance_scale"] = number("guidance_scale", "Diffusion guidance")
             with gr.Row():
-                temperature = number("temperature", "AR temperature")
-                top_k = number("top_k", "AR top-k")
-                top_p = number("top_p", "AR top-p")
-                ar_guidance = number("ar_guidance_scale", "AR guidance")
+                setting["temperature"] = number("temperature", "AR temperature")
+                setting["top_k"] = number("top_k", "AR top-k")
+                setting["top_p"] = number("top_p", "AR top-p")
+                setting["ar_guidance_scale"] = number("ar_guidance_scale", "AR guidance")
             with gr.Row():
-                regional = number("regional", "Diffusion regional prompts")
-                ar_regional = number("ar_regional", "AR regional prompts")
+                setting["regional"] = number("regional", "Diffusion regional prompts")
+                setting["ar_regional"] = number("ar_regional", "AR regional prompts")
 
         with gr.Row():
-            diffusion_model = model_menu("diffusion", "Diffusion model")
-            autoregressive_model = model_menu("autoregressive", "Autoregressive model")
+            setting["diffusion_model"] = model_menu("diffusion", "Diffusion model")
+            setting["autoregressive_model"] = model_menu("autoregressive", "Autoregressive model")
         with gr.Row():
             with gr.Column():
                 gr.Markdown("## Diffusion")
@@ -184,9 +196,9 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
         out["run_key"] = gr.Textbox(label="run key", visible=False, elem_id="run-key")  # which run the slider scrubs
         with gr.Accordion("Timing of the last run (server side)", open=False):
             out["stats"] = gr.JSON(label="timing", elem_id="stats")
-        outputs = [out[name] for name in live.OUTPUTS]
+        outputs = [out[name] for name in OUTPUTS]
 
-        examples = dict(inputs=[prompt, seed], outputs=[out[name] for name in live.EXAMPLE_OUTPUTS],
+        examples = dict(inputs=[prompt, setting["seed"]], outputs=[out[name] for name in EXAMPLE_OUTPUTS],
                         fn=on_gpu(pg.generate_example),
                         cache_examples=cache_examples, cache_mode="eager", preload=False)
         gr.Examples(teaching.EXAMPLES, label="Prompts the models learned", **examples)
@@ -196,10 +208,12 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
         gr.Markdown("## The two side by side\n" + teaching.COMPARISON_TABLE)
 
         # ------------------------------------------------------------------ wiring
-        inputs = [prompt, seed, steps, scheduler, guidance, temperature, top_k, top_p, ar_guidance,
-                  diffusion_model, autoregressive_model, regional, ar_regional]
-        run = dict(fn=on_gpu(pg.generate), inputs=inputs, outputs=outputs,
-                   concurrency_limit=live.GENERATE_CONCURRENCY, concurrency_id="generate")
+        # The inputs of /generate and /edit, in the order of their parameters (inputs.py)
+        generate_inputs = [{"prompt": prompt, **setting}[name] for name in GENERATE_INPUTS]
+        edit_inputs = [{"picture": edit_picture, "prompt": edit_prompt, "mask": edit_mask, **setting}[name]
+                       for name in EDIT_INPUTS]
+        run = dict(fn=on_gpu(pg.generate), inputs=generate_inputs, outputs=outputs,
+                   concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate")
         downloads = dict(fn=on_gpu(pg.downloads), inputs=out["run_key"], outputs=out["downloads"], show_progress="minimal")
         clear = dict(fn=lambda: None, inputs=None, outputs=out["downloads"], queue=False, show_progress="hidden",
                      api_visibility="private")  # the last run's downloads go when a new run starts
@@ -214,8 +228,6 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
             on_enter.success(api_visibility="private", **downloads)
             return [on_click, on_enter]
 
-        edit_inputs = [edit_picture, edit_prompt, edit_mask, seed, strength, keep_rows, steps, scheduler, guidance,
-                       temperature, top_k, top_p, ar_guidance, regional, ar_regional]
         runs = start_run(generate, prompt, run, "generate", {"api_name": "downloads"})
         runs += start_run(edit, edit_prompt, {**run, "fn": on_gpu(pg.edit), "inputs": edit_inputs}, "edit",
                           {"api_visibility": "private"})
@@ -224,40 +236,62 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                          **({"api_name": name} if name else {"api_visibility": "private"})).then(
                 pg.finish_stopped, None, outputs, api_visibility="private"
             ).then(api_visibility="private", **downloads)
-        edit_picture.change(live.mask_canvas, [edit_picture, edit_mask], edit_mask, queue=False, show_progress="hidden",
+        edit_picture.change(mask_canvas, [edit_picture, edit_mask], edit_mask, queue=False, show_progress="hidden",
                             api_visibility="private")  # the region canvas shows the picture, the painted region kept
-        edit_examples.click(live.edit_example_value, edit_examples, [edit_picture, edit_mask, edit_prompt], queue=False,
-                            show_progress="hidden", api_visibility="private")
+        edit_example_set.click(edit_example_value, edit_example_set, [edit_picture, edit_mask, edit_prompt],
+                               queue=False, show_progress="hidden", api_visibility="private")
         for kind, button in edit_this.items():
             button.click(partial(pg.edit_this, kind), out["run_key"], [edit_picture, edit_mask, tabs],
                          api_visibility="private")
-        for control in (strength, steps):
-            control.change(live.edit_timeline, [strength, steps], timeline, queue=False, show_progress="hidden",
+        strength_and_steps = [setting["strength"], setting["num_inference_steps"]]
+        for control in strength_and_steps:
+            control.change(edit_timeline, strength_and_steps, timeline, queue=False, show_progress="hidden",
                            api_visibility="private")
         out["scrub"].input(
-            on_gpu(pg.scrub), [out["scrub"], out["run_key"]], [out[name] for name in live.SCRUB_OUTPUTS],
+            on_gpu(pg.scrub), [out["scrub"], out["run_key"]], [out[name] for name in SCRUB_OUTPUTS],
             api_name="scrub", show_progress="hidden", trigger_mode="always_last",
         )
-        prompt.change(live.prompt_feedback, prompt, feedback, queue=False, show_progress="hidden",
+        prompt.change(prompt_feedback, prompt, feedback, queue=False, show_progress="hidden",
                       api_visibility="private")
-        diffusion_model.change(live.model_settings, diffusion_model, [steps, guidance], queue=False,
-                               show_progress="hidden", api_visibility="private")
-        dice.click(pg.random_seed, None, seed, queue=False, show_progress="hidden", api_visibility="private")
+        setting["diffusion_model"].change(model_settings, setting["diffusion_model"],
+                                          [setting["num_inference_steps"], setting["guidance_scale"]],
+                                          queue=False, show_progress="hidden", api_visibility="private")
+        dice.click(pg.random_seed, None, setting["seed"], queue=False, show_progress="hidden", api_visibility="private")
 
-    demo.queue(max_size=live.QUEUE_SIZE, default_concurrency_limit=live.DEFAULT_CONCURRENCY)
-    live.calm_queue(demo)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=DEFAULT_CONCURRENCY)
+    calm_queue(demo)
     demo.playground = pg  # for tests and warm-up: the shared engine and recent runs
     return demo
 
 
+def launch_options(environ: Mapping[str, str]) -> dict[str, str]:
+    """Where to serve, from the environment: {"server_name": address, "server_port": port}.
+
+    gradio's own GRADIO_SERVER_NAME and GRADIO_SERVER_PORT come first: a Hugging Face Space sets
+    them (0.0.0.0, 7860) and its proxy reaches the app only there. On a Space without them
+    (SPACE_ID set) the app still serves on every interface. Elsewhere PLAYGROUND_HOST and
+    PLAYGROUND_PORT, by default 127.0.0.1 (this machine only) and 7860. The port stays a
+    string: argparse converts it, so a bad one ends in a one-line usage error."""
+    if environ.get("GRADIO_SERVER_NAME"):
+        host = environ["GRADIO_SERVER_NAME"]
+    elif environ.get("SPACE_ID"):
+        host = "0.0.0.0"
+    else:
+        host = environ.get("PLAYGROUND_HOST") or "127.0.0.1"
+    port = environ.get("GRADIO_SERVER_PORT") or environ.get("PLAYGROUND_PORT") or "7860"
+    return {"server_name": host, "server_port": port}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default=os.environ.get("PLAYGROUND_HOST", "127.0.0.1"),
-                        help="address to serve on (0.0.0.0: every network interface)")
+    where = launch_options(os.environ)
+    parser.add_argument("--host", default=where["server_name"],
+                        help="address to serve on (0.0.0.0: every network interface; or GRADIO_SERVER_NAME, "
+                             "PLAYGROUND_HOST)")
     # Numbers from the environment stay strings here: argparse converts a string default like
     # a typed value, so a bad one ends in a one-line usage error, not a traceback.
-    parser.add_argument("--port", type=int, default=os.environ.get("PLAYGROUND_PORT", "7860"),
-                        help="port (or PLAYGROUND_PORT)")
+    parser.add_argument("--port", type=int, default=where["server_port"],
+                        help="port (or GRADIO_SERVER_PORT, PLAYGROUND_PORT)")
     parser.add_argument("--assets", default=os.environ.get("PLAYGROUND_ASSETS"),
                         help="model folder (default: assets/)")
     parser.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
@@ -283,9 +317,9 @@ def main(argv=None) -> None:
     models = {kind: engine.models(kind) for kind in ("diffusion", "autoregressive")}
     uses_hub = any(len(m) > 1 for m in models.values())
     # The examples are the embedded models' own prompts: computed ahead only when those paint them.
-    from playground.ui import live
+    from playground.runtime.run import GENERATE_CONCURRENCY
 
-    workers = 2 * live.GENERATE_CONCURRENCY if args.workers < 0 else args.workers
+    workers = 2 * GENERATE_CONCURRENCY if args.workers < 0 else args.workers
     demo = build_demo(engine_loader=lambda: engine, cache_examples=not uses_hub,
                       models=models, problems=engine.problems, workers=workers)
     demo.playground.warm_up()  # the sampler workers load the models before the page opens

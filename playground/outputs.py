@@ -55,11 +55,12 @@ def save_gif(frames: list, path: Path, max_frames: int = 40, scale: int = 4, vie
 
 def save_mp4(frames: list, path: Path, max_frames: int = 40, scale: int = 4, view: str = "x0") -> Path | None:
     """An MP4 of a run where imageio's ffmpeg plugin is installed; None where it is not."""
-    try:
-        import imageio.v2 as imageio
-        import imageio_ffmpeg  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("imageio_ffmpeg") is None:
         return None
+    import imageio.v2 as imageio
+
     with imageio.get_writer(path, fps=12, macro_block_size=1) as writer:
         for f in pick(frames, max_frames):
             writer.append_data(preview_image(f, scale, view))

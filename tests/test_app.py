@@ -6,13 +6,16 @@ import subprocess
 import sys
 import time
 
+import gradio as gr
 import numpy as np
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from playground.ui import live
+from playground.runtime.store import RunStore
+from playground.ui import gradio_fixes, views
+from playground.ui.handlers import Playground
 
 PICTURE_SIZE = (256, 256)  # 64x64 shown 4x
 
@@ -29,8 +32,8 @@ def is_picture(value) -> bool:
 
 
 def output(result, name: str):
-    """One named output of /generate (see live.OUTPUTS)."""
-    return result[live.OUTPUTS.index(name)]
+    """One named output of /generate (see views.OUTPUTS)."""
+    return result[views.OUTPUTS.index(name)]
 
 
 def pixels(path) -> np.ndarray:
@@ -45,7 +48,7 @@ def run_generate(client, **kwargs):
 
 
 def test_import_app_is_light():
-    code = "import app, sys; assert 'torch' not in sys.modules and 'playground.ui.live' not in sys.modules"
+    code = "import app, sys; assert not {'torch', 'playground.ui.handlers', 'playground.runtime.run'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -60,7 +63,7 @@ def test_generate_endpoint_takes_keywords(client):
 
 def test_generate_streams_both_runs(client, monkeypatch):
     # The tiny models are paced to 1 s a run; on a busy machine the page may then skip frames.
-    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 2.5)
+    monkeypatch.setattr("playground.runtime.run.MIN_RUN_SECONDS", 2.5)
     updates, final = run_generate(client, prompt="a large red circle on the left", seed=0)
     before_final = updates[:-1]
     diffusion_updates = sum(is_picture(u[0]) for u in before_final)
@@ -126,7 +129,7 @@ def test_queue_still_works_after_errors(client):
 def test_stop_halts_the_compute(playground_app, client, how, monkeypatch):
     """The page's Stop calls /stop and cancels the event; a closed connection only cancels."""
     demo, _ = playground_app
-    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 5.0)  # time to stop it, however busy the machine
+    monkeypatch.setattr("playground.runtime.run.MIN_RUN_SECONDS", 5.0)  # time to stop it, however busy the machine
     job = client.submit(prompt="a green square", seed=1, api_name="/generate")
     for n, _ in enumerate(job):
         if n == 3:
@@ -166,24 +169,24 @@ def test_scrub_recomputes_a_forgotten_run(playground_app, client):
     demo, _ = playground_app
     _, final = run_generate(client, prompt="a white square", seed=4)
     run_key = output(final, "run_key")
-    demo.playground.runs = live.RunStore()  # as after many other runs: this one is forgotten
+    demo.playground.runs = RunStore()  # as after many other runs: this one is forgotten
     end = client.predict(1.0, run_key, api_name="/scrub")
     assert np.array_equal(pixels(end[1]), pixels(final[1]))
 
 
 def test_prompt_feedback_flags_unknown_words():
-    assert "✓" in live.prompt_feedback("a big red circle on the left")
-    assert "~~dog~~" in live.prompt_feedback("a red dog")
-    assert "unconditional" in live.prompt_feedback("")
-    assert "unconditional" in live.prompt_feedback("🦄")
-    assert "at most 1,000" in live.prompt_feedback("a" * 10_000)
+    assert "✓" in views.prompt_feedback("a big red circle on the left")
+    assert "~~dog~~" in views.prompt_feedback("a red dog")
+    assert "unconditional" in views.prompt_feedback("")
+    assert "unconditional" in views.prompt_feedback("🦄")
+    assert "at most 1,000" in views.prompt_feedback("a" * 10_000)
 
 
 def test_missing_models_give_a_clean_message(tmp_path):
     from playground.engine import load_engine
 
-    playground = live.Playground(lambda: load_engine(tmp_path))
-    with pytest.raises(live.gr.Error, match="incomplete"):
+    playground = Playground(lambda: load_engine(tmp_path))
+    with pytest.raises(gr.Error, match="incomplete"):
         next(playground.generate("a red circle", 0))
 
 
@@ -203,7 +206,7 @@ def test_bad_numbers_in_the_environment_give_a_usage_error(monkeypatch, capsys, 
 @pytest.mark.integration
 def test_client_gets_final_pictures_that_match_the_prompt(real_engine):
     """Through gradio_client, with the shipped weights, the final pictures of /generate match
-    their prompt by the shapes-world checker (issue 3's client test). One fixed prompt and seed
+    their prompt by the shapes-world checker. One fixed prompt and seed
     at which both models draw it (runs are deterministic): this checks the whole path, prompt
     to page to client, not how often the models succeed; that is `python -m playground.evaluation.evaluate`
     (README Figures). Retrained weights may need another seed here."""
@@ -225,19 +228,72 @@ def test_client_gets_final_pictures_that_match_the_prompt(real_engine):
 
 def test_the_queue_looks_for_events_every_10_ms_not_every_1_ms(playground_app):
     """gradio's queue polls every 1 ms while it has nothing to start (7 % of a core on the
-    2-core machine, idle or not); the page's polls every live.QUEUE_POLL_S, and still serves."""
+    2-core machine, idle or not); the page's polls every gradio_fixes.QUEUE_POLL_S, and still serves."""
     import gradio as gr
 
     demo, _ = playground_app
-    assert demo._queue.sleep_when_free == live.QUEUE_POLL_S == 0.01
+    assert demo._queue.sleep_when_free == gradio_fixes.QUEUE_POLL_S == 0.01
     plain = gr.Blocks().queue()
     default = plain._queue.sleep_when_free
-    live.calm_queue(plain, poll_s=0.02)
+    gradio_fixes.calm_queue(plain, poll_s=0.02)
     assert default < 0.02 and plain._queue.sleep_when_free == 0.02
     fresh = gr.Blocks()  # gradio sets a queue up even before demo.queue()
-    live.calm_queue(fresh)
-    assert fresh._queue.sleep_when_free == live.QUEUE_POLL_S
+    gradio_fixes.calm_queue(fresh)
+    assert fresh._queue.sleep_when_free == gradio_fixes.QUEUE_POLL_S
     from types import SimpleNamespace
 
-    live.calm_queue(SimpleNamespace())  # no queue attribute (another gradio): nothing changes, no error
-    live.calm_queue(SimpleNamespace(_queue=SimpleNamespace()))  # a queue without the attribute: the same
+    gradio_fixes.calm_queue(SimpleNamespace())  # no queue attribute (another gradio): nothing changes, no error
+    gradio_fixes.calm_queue(SimpleNamespace(_queue=SimpleNamespace()))  # a queue without the attribute: the same
+
+
+def test_the_inputs_are_the_settings_fields_in_the_apis_order(client):
+    """The handlers' parameters, app.py's inputs lists and the API all come from the settings
+    dataclasses (ui/inputs.py); the order of /generate and /edit stays what callers rely on."""
+    from dataclasses import fields
+
+    from playground.settings import MODEL_FIELDS, EditSettings, GenerationSettings
+    from playground.ui.inputs import EDIT_INPUTS, EDIT_SETTINGS, GENERATE_INPUTS, GENERATE_SETTINGS
+
+    assert sorted(GENERATE_SETTINGS) == sorted(f.name for f in fields(GenerationSettings))
+    assert sorted(EDIT_SETTINGS + MODEL_FIELDS) == sorted(f.name for f in fields(EditSettings))
+    shared = ["num_inference_steps", "scheduler", "guidance_scale", "temperature", "top_k", "top_p",
+              "ar_guidance_scale"]
+    assert list(GENERATE_INPUTS) == ["prompt", "seed", *shared, "diffusion_model", "autoregressive_model",
+                                     "regional", "ar_regional"]
+    assert list(EDIT_INPUTS) == ["picture", "prompt", "mask", "seed", "strength", "keep_rows", *shared,
+                                 "regional", "ar_regional"]
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    for endpoint, names in (("/generate", GENERATE_INPUTS), ("/edit", EDIT_INPUTS)):
+        assert [p["parameter_name"] for p in endpoints[endpoint]["parameters"]] == list(names)
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({}, ("127.0.0.1", "7860")),
+    ({"PLAYGROUND_HOST": "0.0.0.0", "PLAYGROUND_PORT": "8000"}, ("0.0.0.0", "8000")),
+    ({"SPACE_ID": "someone/playground", "PLAYGROUND_HOST": "127.0.0.1"}, ("0.0.0.0", "7860")),
+    ({"GRADIO_SERVER_NAME": "::", "GRADIO_SERVER_PORT": "7861", "PLAYGROUND_HOST": "127.0.0.1",
+      "PLAYGROUND_PORT": "8000"}, ("::", "7861")),
+])
+def test_launch_options_follow_gradios_variables_then_a_space_then_ours(environ, expected):
+    import app
+
+    options = app.launch_options(environ)
+    assert (options["server_name"], options["server_port"]) == expected
+
+
+def test_on_a_space_the_app_serves_where_the_space_says(monkeypatch, tiny_assets):
+    """A Hugging Face Space sets SPACE_ID, GRADIO_SERVER_NAME=0.0.0.0 and GRADIO_SERVER_PORT=7860,
+    and its proxy reaches the app only there: a PLAYGROUND_HOST left at 127.0.0.1 must not win.
+    The page is built as `python app.py` builds it; the launch itself is recorded, not run."""
+    import app
+
+    for name, value in {"SPACE_ID": "someone/playground", "GRADIO_SERVER_NAME": "0.0.0.0",
+                        "GRADIO_SERVER_PORT": "7860", "PLAYGROUND_HOST": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("PLAYGROUND_PORT", raising=False)
+    launched = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda demo, **options: launched.update(options, demo=demo))
+    app.main(["--assets", str(tiny_assets), "--workers", "0"])
+    assert (launched["server_name"], launched["server_port"]) == ("0.0.0.0", 7860)
+    assert isinstance(launched["demo"], gr.Blocks) and launched["demo"].playground.runs is not None
+    assert app.parse_args(["--host", "127.0.0.1"]).host == "127.0.0.1"  # an explicit --host still wins

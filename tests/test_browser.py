@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from playground.ui import live
-
 pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -88,7 +86,7 @@ def pictures_seen(page) -> dict:
 
 
 def test_both_pictures_change_while_generating(page, monkeypatch):
-    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 2.5)  # the tiny models: time for the page to follow
+    monkeypatch.setattr("playground.runtime.run.MIN_RUN_SECONDS", 2.5)  # the tiny models: time for the page to follow
     ARTIFACTS.mkdir(exist_ok=True)
     generate(page, "a large red circle on the left on a yellow background")
     if REAL_SCREENSHOT:  # the lead's screenshot for the README: both runs about half way
@@ -107,7 +105,7 @@ def test_both_pictures_change_while_generating(page, monkeypatch):
 def test_stop_halts_both_panels(page, playground_app, monkeypatch):
     if REAL_SCREENSHOT:
         pytest.skip("run with the tiny models")
-    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 6.0)  # long enough to press Stop half way
+    monkeypatch.setattr("playground.runtime.run.MIN_RUN_SECONDS", 6.0)  # long enough to press Stop half way
     demo, _ = playground_app
     generate(page, "a small blue star at the top")
     page.wait_for_function("() => window.__srcs.diffusion.length >= 2 && window.__srcs.ar.length >= 2",
@@ -141,7 +139,7 @@ def test_cached_example_shows_at_once(page):
     assert time.perf_counter() - started < 3
 
 
-# ----------------------------------------------------------------------------- editing (issue 5)
+# ----------------------------------------------------------------------------- editing
 
 EDIT_DONE = """() => ["#diffusion-status", "#ar-status"].every(
   s => (document.querySelector(s)?.innerText || "").includes("done"))
@@ -181,7 +179,7 @@ def test_edit_an_uploaded_picture(page, playground_app, tmp_path, monkeypatch):
 
     from playground.world.shapes import Scene, SceneObject, render
 
-    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 2.0)
+    monkeypatch.setattr("playground.runtime.run.MIN_RUN_SECONDS", 2.0)
     picture = render(Scene("yellow", (SceneObject("red", "circle", "large", "left"),))).repeat(2, 0).repeat(2, 1)
     Image.fromarray(np.dstack([picture, np.full(picture.shape[:2], 255, np.uint8)])).save(tmp_path / "upload.png")
     open_edit_tab(page)
@@ -202,7 +200,7 @@ def test_edit_this_result_with_a_painted_region(page, playground_app, monkeypatc
         pytest.skip("run with the tiny models")
     import numpy as np
 
-    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 1.0)
+    monkeypatch.setattr("playground.runtime.run.MIN_RUN_SECONDS", 1.0)
     demo, _ = playground_app
     generate(page, "a small blue star at the top")
     page.wait_for_function(BOTH_DONE, timeout=60_000)
@@ -235,7 +233,7 @@ def test_an_edit_example_fills_the_picture_and_prompt(page, playground_app, monk
     from playground.ui import teaching
     from playground.world.shapes import render, scene_from_prompt
 
-    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 1.0)
+    monkeypatch.setattr("playground.runtime.run.MIN_RUN_SECONDS", 1.0)
     before, after, label = teaching.EDIT_EXAMPLES[0]
     open_edit_tab(page)
     page.get_by_text(label, exact=True).first.click()

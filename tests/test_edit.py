@@ -1,4 +1,4 @@
-"""Editing (issue 5): the pure helpers (pictures, masks, grids, strength), both samplers' edits on
+"""Editing: the pure helpers (pictures, masks, grids, strength), both samplers' edits on
 tiny seeded models, the command line, and /edit through gradio_client (an upload, an edit of a
 previous result, a masked edit, bad input). The browser side is in test_browser.py."""
 
@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 
 from playground import cli
+from playground.autoregressive.sample import sample as autoregressive_sample
+from playground.diffusion.sample import sample as diffusion_sample
 from playground.editing import (
     EditInput,
     autoregressive_keep,
@@ -26,8 +28,11 @@ from playground.editing import (
 from playground.errors import EditInputError, SettingsError
 from playground.evaluation.edits import changed_attribute, edit_cases
 from playground.frames import outline_cells
+from playground.runtime.store import RunStore
 from playground.settings import EditSettings
-from playground.ui import live
+from playground.ui.examples import edit_example_value, edit_examples
+from playground.ui.inputs import editor_mask, editor_picture, mask_canvas, parse_edit
+from playground.ui.views import OUTPUTS
 from playground.world.shapes import Scene, SceneObject, render
 
 PICTURE = render(Scene("yellow", (SceneObject("red", "circle", "large", "left"),)))  # (64, 64, 3)
@@ -159,12 +164,12 @@ def test_edit_input_round_trip_through_text():
 
 def test_editor_values_give_the_picture_and_painted_region():
     layer = np.zeros((256, 256, 4), dtype=np.uint8)
-    assert live.editor_mask({"background": PICTURE, "layers": [layer], "composite": PICTURE}) is None
+    assert editor_mask({"background": PICTURE, "layers": [layer], "composite": PICTURE}) is None
     layer[:40, :40, 3] = 255
-    mask = np.asarray(live.editor_mask({"background": None, "layers": [layer, np.zeros_like(layer)]}))
+    mask = np.asarray(editor_mask({"background": None, "layers": [layer, np.zeros_like(layer)]}))
     assert mask.shape == (256, 256) and mask[:40, :40].all() and mask.sum() == 1600 * 255
-    assert live.editor_picture({"background": PICTURE, "layers": [], "composite": None}) is PICTURE
-    assert live.mask_canvas(None) is None
+    assert editor_picture({"background": PICTURE, "layers": [], "composite": None}) is PICTURE
+    assert mask_canvas(None) is None
 
 
 def test_the_painted_region_stays_when_the_picture_changes():
@@ -175,14 +180,14 @@ def test_the_painted_region_stays_when_the_picture_changes():
     painted = {"background": np.zeros((256, 256, 3), np.uint8), "layers": [layer], "composite": None}
     drawn_on = PICTURE.copy()
     drawn_on[:8, :8] = (30, 30, 30)  # a stroke on the picture
-    canvas = live.mask_canvas(drawn_on, painted)
+    canvas = mask_canvas(drawn_on, painted)
     assert canvas["background"].shape == (256, 256, 3) and (canvas["background"][:32, :32] == 30).all()
     assert len(canvas["layers"]) == 1 and np.array_equal(canvas["layers"][0], layer)
     assert (canvas["composite"][100:140, 60:200] == (255, 0, 255)).all()  # the region shows on the picture
     assert np.array_equal(canvas["composite"][:100], canvas["background"][:100])
-    assert np.array_equal(np.asarray(live.editor_mask(canvas)) > 0, layer[..., 3] > 0)
-    assert live.mask_canvas(drawn_on)["layers"] == []  # nothing painted yet
-    assert live.mask_canvas(drawn_on, {"layers": [layer[:100]]})["layers"] == []  # another canvas size: dropped
+    assert np.array_equal(np.asarray(editor_mask(canvas)) > 0, layer[..., 3] > 0)
+    assert mask_canvas(drawn_on)["layers"] == []  # nothing painted yet
+    assert mask_canvas(drawn_on, {"layers": [layer[:100]]})["layers"] == []  # another canvas size: dropped
 
 
 def test_edit_settings_validate_like_the_others():
@@ -219,8 +224,8 @@ def test_diffusion_image_to_image_runs_the_last_steps(tiny_engine):
     assert frames[-1].network_evaluations == 4 + 1
     full = list(tiny_engine.diffusion_progressive(PROMPT, seed=0, num_inference_steps=10))
     assert frames[0].timestep == full[6].timestep  # it enters the same schedule at step 7
-    same = list(tiny_engine.diffusion_progressive(PROMPT, seed=0, num_inference_steps=10, image=PICTURE, strength=1.0))
-    assert torch.equal(same[-1].latents, full[-1].latents)  # strength 1: the picture is forgotten
+    same = diffusion_sample(tiny_engine.diffusion, PROMPT, seed=0, num_inference_steps=10, image=PICTURE, strength=1.0)
+    assert torch.equal(same.latents, full[-1].latents)  # strength 1: the picture is forgotten
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpm"])
@@ -254,14 +259,14 @@ def test_autoregressive_region_sees_only_above_and_left(tiny_engine):
     other[40:] = 255  # changed below the region (rows 10..15 of cells)
     kwargs = dict(seed=2, keep=keep, temperature=1.0)
     run = list(tiny_engine.autoregressive_progressive(PROMPT, image=PICTURE, **kwargs))
-    below = list(tiny_engine.autoregressive_progressive(PROMPT, image=other, **kwargs))
+    below = autoregressive_sample(tiny_engine.autoregressive, PROMPT, image=other, **kwargs)
     written = torch.from_numpy(~keep)
     assert len(run) == 16 and [f.position for f in run][:4] == [68, 69, 70, 71]
-    assert torch.equal(run[-1].codes[written], below[-1].codes[written])
-    assert not torch.equal(run[-1].codes, below[-1].codes)
+    assert torch.equal(run[-1].codes[written], below.codes[written])
+    assert not torch.equal(run[-1].codes, below.codes)
     assert torch.equal(run[-1].codes[~written], codes_of(tiny_engine, PICTURE)[~written])
-    no_cache = list(tiny_engine.autoregressive_progressive(PROMPT, image=PICTURE, use_cache=False, **kwargs))
-    assert torch.equal(no_cache[-1].codes, run[-1].codes)
+    no_cache = autoregressive_sample(tiny_engine.autoregressive, PROMPT, image=PICTURE, use_cache=False, **kwargs)
+    assert torch.equal(no_cache.codes, run[-1].codes)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -345,7 +350,7 @@ def run_engine(playground_app):
 
 
 def test_edit_a_previous_result_with_a_painted_region(client, playground_app, tmp_path, monkeypatch):
-    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 0.0)  # not about streaming: as fast as the tiny models go
+    monkeypatch.setattr("playground.runtime.run.MIN_RUN_SECONDS", 0.0)  # not about streaming: as fast as the tiny models go
     job = client.submit(prompt="a small green square", seed=5, api_name="/generate")
     result = job.result()  # the diffusion picture, 256 x 256
     layer = np.zeros((256, 256, 4), dtype=np.uint8)
@@ -355,11 +360,11 @@ def test_edit_a_previous_result_with_a_painted_region(client, playground_app, tm
     assert "repainting the outlined region only" in final[3]
     assert final[4].startswith("✓ done · token 16/16 written, 240 kept")
     run = playground_app[0].playground.runs.latest()
-    generated = playground_app[0].playground.find_run(result[live.OUTPUTS.index("run_key")])
+    generated = playground_app[0].playground.find_run(result[OUTPUTS.index("run_key")])
     assert np.array_equal(run.edit.picture, generated.diffusion.frames[-1].image())  # the result, 64 x 64 again
     # The run key holds the picture: a forgotten edit is computed again, the same.
-    key = final[live.OUTPUTS.index("run_key")]
-    playground_app[0].playground.runs = live.RunStore()
+    key = final[OUTPUTS.index("run_key")]
+    playground_app[0].playground.runs = RunStore()
     again = client.predict(1.0, key, api_name="/scrub")
     assert np.array_equal(np.asarray(Image.open(again[1])), np.asarray(Image.open(final[1])))
 
@@ -395,7 +400,7 @@ def test_edit_examples_are_pictures_of_their_captions_with_one_word_changed(tmp_
     from playground.ui import teaching
     from playground.world.shapes import check
 
-    rows = live.edit_examples(tmp_path)
+    rows = edit_examples(tmp_path)
     assert len(rows) == len(teaching.EDIT_EXAMPLES) >= 4
     for (path, prompt), (before, after, label) in zip(rows, teaching.EDIT_EXAMPLES):
         assert prompt == after
@@ -412,10 +417,10 @@ def test_the_edit_tab_offers_the_examples(playground_app, tmp_path):
     demo, _ = playground_app
     edit = [b for b in demo.blocks.values() if isinstance(b, gr.Dataset) and b.elem_id == "edit-examples"]
     assert len(edit) == 1 and len(edit[0].samples) == 4
-    path, prompt = live.edit_examples(tmp_path)[0]
-    picture, region, chosen = live.edit_example_value([path, prompt])
+    path, prompt = edit_examples(tmp_path)[0]
+    picture, region, chosen = edit_example_value([path, prompt])
     assert chosen == prompt and region is picture
-    edit = live.parse_edit(picture, region)  # what Edit then reads from the two editors
+    edit = parse_edit(picture, region)  # what Edit then reads from the two editors
     assert np.array_equal(edit.picture, np.asarray(Image.open(path).convert("RGB"))) and edit.mask is None
 
 

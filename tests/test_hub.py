@@ -16,9 +16,14 @@ from playground.errors import ModelLoadError
 from playground.frames import UNWRITTEN
 from playground.hub.common import configured_models
 from playground.hub.janus import janus_inputs
+from playground.hub.janus import sample as janus_sample
 from playground.hub.load import load_hub_model
+from playground.hub.pipeline import sample as hub_diffusion_sample
+from playground.runtime.run import LiveRun
 from playground.settings import EMBEDDED, GenerationSettings, suggested_diffusion_settings
-from playground.ui import live
+from playground.ui.handlers import Playground
+from playground.ui.inputs import model_settings
+from playground.ui.views import OUTPUTS
 
 
 def test_real_models_become_each_panels_default(hub_engine, tiny_hub_models):
@@ -42,9 +47,10 @@ def test_diffusion_frames_stream_with_x0_previews(hub_engine):
 
 @pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpm"])
 def test_diffusion_seeds_are_deterministic(hub_engine, scheduler):
+    model = hub_engine.hub["diffusion"][hub_engine.models("diffusion")[0]]
+
     def final(seed):
-        *_, last = hub_engine.diffusion_progressive("a dog", seed=seed, num_inference_steps=3, scheduler=scheduler)
-        return last.latents
+        return hub_diffusion_sample(model, "a dog", seed=seed, num_inference_steps=3, scheduler=scheduler).latents
 
     assert torch.equal(final(1), final(1))
     assert not torch.equal(final(1), final(2))
@@ -73,8 +79,9 @@ def test_janus_frames_stream_the_partial_grid(hub_engine):
     assert frames[5].preview(4).shape == (256, 256, 3)
     assert len(frames[5].candidates) == 5
     assert frames[-1].image().shape == (8, 8, 3)  # decoded through Janus's own VQ model
-    again = list(hub_engine.autoregressive_progressive("a red dog", seed=0, temperature=1.0, top_k=8))
-    assert torch.equal(frames[-1].codes, again[-1].codes)
+    janus = hub_engine.hub["autoregressive"][hub_engine.models("autoregressive")[0]]
+    again = janus_sample(janus, "a red dog", seed=0, temperature=1.0, top_k=8)
+    assert torch.equal(frames[-1].codes, again.codes)
 
 
 @pytest.mark.parametrize("prompt,guidance", [("a red dog on the left", 5.0), ("the blue star", 2.0)])
@@ -89,7 +96,7 @@ def test_janus_greedy_matches_the_library_token_for_token(hub_engine, prompt, gu
 
 
 def test_stop_through_the_live_run(hub_engine, tiny_hub_models):
-    run = live.LiveRun(hub_engine, "a dog", GenerationSettings(num_inference_steps=100).validated())
+    run = LiveRun(hub_engine, "a dog", GenerationSettings(num_inference_steps=100).validated())
     run.start(min_seconds=0)
     while len(run.diffusion.frames) < 3:
         run.changed.acquire(); run.changed.wait(0.05); run.changed.release()
@@ -154,11 +161,11 @@ def test_cli_falls_back_with_a_warning(tiny_assets, tmp_path, capsys):
 
 
 def test_playground_streams_the_chosen_models(hub_engine, tiny_hub_models, monkeypatch):
-    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 0)
-    pg = live.Playground(lambda: hub_engine)
+    monkeypatch.setattr("playground.runtime.run.MIN_RUN_SECONDS", 0)
+    pg = Playground(lambda: hub_engine)
     updates = list(pg.generate("a red dog", seed=0, num_inference_steps=3, diffusion_model=EMBEDDED,
                                autoregressive_model=tiny_hub_models["autoregressive"]))
-    final = dict(zip(live.OUTPUTS, updates[-1]))
+    final = dict(zip(OUTPUTS, updates[-1]))
     assert final["diffusion_status"].startswith("✓ done · step 3/3")
     assert final["ar_status"].startswith("✓ done · token 16/16")
     with pytest.raises(Exception, match="diffusion model must be one of"):
@@ -190,8 +197,8 @@ def test_turbo_models_get_their_steps_and_guidance():
     for embedded in ("", EMBEDDED):
         assert suggested_diffusion_settings(embedded) == {"num_inference_steps": d.num_inference_steps,
                                                           "guidance_scale": d.guidance_scale}
-    assert live.model_settings("stabilityai/sd-turbo") == (2, 0.0)
-    assert live.model_settings(EMBEDDED) == (d.num_inference_steps, d.guidance_scale)
+    assert model_settings("stabilityai/sd-turbo") == (2, 0.0)
+    assert model_settings(EMBEDDED) == (d.num_inference_steps, d.guidance_scale)
     # the Settings fields start at what suits the default (first) diffusion model
     for choices, expected in ((["x/sd-turbo", EMBEDDED], (2, 0.0)), ([EMBEDDED, "x/sd-turbo"], (d.num_inference_steps, d.guidance_scale))):
         demo = app.build_demo(engine_loader=lambda: None, cache_examples=False,

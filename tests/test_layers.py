@@ -122,7 +122,7 @@ def test_imports_follow_the_layers_without_cycles():
 
 def test_a_planted_back_import_or_cycle_is_caught():
     sources = project_sources()
-    sources["playground.world.shapes"] += "\n\ndef _late():\n    from playground.ui import live\n"
+    sources["playground.world.shapes"] += "\n\ndef _late():\n    from playground.ui import handlers\n"
     assert any("playground.world.shapes imports playground.ui" in p for p in violations(sources))
 
     sources = project_sources()
@@ -134,3 +134,47 @@ def test_a_planted_back_import_or_cycle_is_caught():
 def test_no_module_is_a_long_file():
     long = {name: src.count("\n") for name, src in project_sources().items() if src.count("\n") > MAX_MODULE_LINES}
     assert long == {}, f"split these by responsibility: {long}"
+
+
+def imports_gradio(source: str) -> bool:
+    """Whether a module's source imports gradio (or gradio_client) anywhere, functions included."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        if any(n.split(".")[0] in ("gradio", "gradio_client") for n in names):
+            return True
+    return False
+
+
+def gradio_in_runtime(sources: dict[str, str]) -> list[str]:
+    """The runtime modules that import gradio, themselves or through the project modules they
+    import: a run is the same whatever shows it, and the page's framework stays in ui/."""
+    known = set(sources)
+    graph = {name: imported_modules(name, src, known) for name, src in sources.items()}
+    problems = []
+    for name in sorted(n for n in sources if layer_of(n) == "runtime"):
+        seen, todo = set(), [name]
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo.extend(graph[module])
+        problems += [f"{name} imports gradio" + ("" if m == name else f" through {m}")
+                     for m in sorted(seen) if imports_gradio(sources[m])]
+    return problems
+
+
+def test_the_runtime_never_imports_gradio():
+    sources = project_sources()
+    assert "playground.runtime.run" in sources and "playground.runtime.workers" in sources
+    assert gradio_in_runtime(sources) == []
+
+    sources["playground.runtime.pacing"] += "\n\ndef _late():\n    import gradio as gr\n"
+    assert "playground.runtime.pacing imports gradio" in gradio_in_runtime(sources)
+    sources = project_sources()
+    sources["playground.settings"] += "\nfrom gradio.data_classes import FileData\n"
+    assert "playground.runtime.run imports gradio through playground.settings" in gradio_in_runtime(sources)

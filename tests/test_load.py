@@ -13,8 +13,10 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
+from playground.runtime.run import GENERATE_CONCURRENCY
 from playground.settings import GenerationSettings
-from playground.ui import live
+from playground.ui.handlers import QUEUE_SIZE
+from playground.ui.views import picture
 from playground.world.shapes import COLORS, SHAPES
 
 SESSIONS = 30
@@ -47,7 +49,7 @@ def direct_pictures(engine, prompt: str, seed: int) -> list[np.ndarray]:
     settings = GenerationSettings(seed=seed)
     *_, diffusion = engine.diffusion_progressive(prompt, **settings.diffusion_kwargs())
     *_, autoregressive = engine.autoregressive_progressive(prompt, **settings.autoregressive_kwargs())
-    return [live.picture(diffusion), live.picture(autoregressive)]
+    return [picture(diffusion), picture(autoregressive)]
 
 
 def test_thirty_sessions_at_once(playground_app, tiny_engine):
@@ -66,4 +68,4 @@ def test_thirty_sessions_at_once(playground_app, tiny_engine):
     p50 = statistics.median(latencies)
     p95 = latencies[int(0.95 * (len(latencies) - 1))]
     print(f"\n{SESSIONS} concurrent sessions: latency p50 {p50:.1f} s, p95 {p95:.1f} s, max {latencies[-1]:.1f} s "
-          f"(generate concurrency {live.GENERATE_CONCURRENCY}, queue size {live.QUEUE_SIZE})")
+          f"(generate concurrency {GENERATE_CONCURRENCY}, queue size {QUEUE_SIZE})")

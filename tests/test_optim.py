@@ -4,7 +4,8 @@ pair of optimizers that training checkpoints as one."""
 import pytest
 import torch
 
-from playground.training import train
+from playground.training import autoencoder as autoencoder_training
+from playground.training import loop
 from playground.training.optim import Muon, Optimizers, build_optimizer, orthogonalise
 
 
@@ -68,7 +69,7 @@ def test_build_optimizer_gives_muon_the_matrices_but_the_excluded_ones_and_adamw
 
 
 def test_a_checkpoint_of_muon_and_adamw_resumes_to_the_same_steps(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "RUNS", tmp_path)
+    monkeypatch.setattr(loop, "RUNS", tmp_path)
 
     def step(net, opt, seed):
         torch.manual_seed(seed)
@@ -81,11 +82,11 @@ def test_a_checkpoint_of_muon_and_adamw_resumes_to_the_same_steps(tmp_path, monk
     opt = build_optimizer(named, "muon", 1e-2)
     for s in range(3):
         step(net, opt, s)
-    ckpt = train.Checkpointer("toy", {"net": net}, opt)
+    ckpt = loop.Checkpointer("toy", {"net": net}, opt)
     ckpt.save()
     other, other_named = named_toy()  # the same start, none of the steps
     other_opt = build_optimizer(other_named, "muon", 1e-2)
-    train.Checkpointer("toy", {"net": other}, other_opt).resume()
+    loop.Checkpointer("toy", {"net": other}, other_opt).resume()
     assert other_opt.optimizers[0].state[other[1].weight]["momentum_buffer"].abs().sum() > 0
     for o in (opt, other_opt):
         for g in o.param_groups:  # the schedule sets every group's rate
@@ -100,7 +101,7 @@ def test_the_autoencoder_gives_muon_its_inner_kernels_and_keeps_the_codebook_and
     from playground.autoencoder.model import AutoencoderConfig, build_autoencoder
 
     vq = build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16, 16)))
-    muon, adamw = build_optimizer(vq.named_parameters(), "muon", 1e-3, muon_excludes=train.AUTOENCODER_MUON_EXCLUDES).optimizers
+    muon, adamw = build_optimizer(vq.named_parameters(), "muon", 1e-3, muon_excludes=autoencoder_training.AUTOENCODER_MUON_EXCLUDES).optimizers
     to_muon = {n for n, p in vq.named_parameters() if any(p is q for q in muon.param_groups[0]["params"])}
     assert "encoder.down_blocks.0.resnets.0.conv1.weight" in to_muon and "decoder.up_blocks.0.upsamplers.0.conv.weight" in to_muon
     kept = {"encoder.conv_in.weight", "encoder.conv_out.weight", "quant_conv.weight", "quantize.embedding.weight",

@@ -1,4 +1,4 @@
-"""The shipped recipe (playground/recipe.py): its runs as data, and the runner on tiny runs."""
+"""The shipped recipe (playground/training/recipe.py): its runs as data, and the runner on tiny runs."""
 
 import json
 import subprocess
@@ -17,7 +17,7 @@ def options(run: Run):
 def test_every_shipped_run_is_a_valid_train_command_from_scratch_with_muon():
     """Each run parses as `python -m playground.training.train` options: the autoencoder (no decoder
     fine-tune), the training set encoded, then each generator in one run from scratch, all
-    with Muon; the step counts are README.md's."""
+    with Muon; the step counts are the model card's (assets/README.md)."""
     runs = [*SHIPPED.prepare, *(r for _, chain in SHIPPED.chains for r in chain)]
     assert len({r.name for r in runs}) == len(runs)
     steps = {}

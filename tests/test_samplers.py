@@ -12,6 +12,7 @@ from playground.autoencoder.model import native_bfloat16
 from playground.autoregressive.kv_cache import CachedDecoding, GPT2Decoding, Recomputing, start_decoding
 from playground.autoregressive.model import grow_depth, training_sequences
 from playground.autoregressive.sample import NUM_CANDIDATES, filter_logits
+from playground.autoregressive.sample import sample as autoregressive_sample
 from playground.diffusion.model import (
     SCHEDULERS,
     coordinate_planes,
@@ -20,6 +21,7 @@ from playground.diffusion.model import (
     with_coordinate_channels,
 )
 from playground.diffusion.sample import predicted_x0
+from playground.diffusion.sample import sample as diffusion_sample
 from playground.frames import UNWRITTEN, AutoregressiveFrame, DiffusionFrame
 from playground.outputs import comparison_strip, save_gif
 from playground.world.regions import conditional_streams, regional_prompts
@@ -155,8 +157,8 @@ def test_diffusion_guidance_batches(tiny_engine, prompt, guidance, batch):
 
 
 def test_diffusion_guidance_changes_the_result(tiny_engine):
-    a = list(tiny_engine.diffusion_progressive(PROMPT, num_inference_steps=3, guidance_scale=1.0))[-1]
-    b = list(tiny_engine.diffusion_progressive(PROMPT, num_inference_steps=3, guidance_scale=7.0))[-1]
+    a = diffusion_sample(tiny_engine.diffusion, PROMPT, num_inference_steps=3, guidance_scale=1.0)
+    b = diffusion_sample(tiny_engine.diffusion, PROMPT, num_inference_steps=3, guidance_scale=7.0)
     assert not torch.allclose(a.latents, b.latents)
 
 
@@ -272,7 +274,7 @@ def tiny_llama():
 
 
 def with_activation(lm, activation: str):
-    """The same GPT-2 with another GELU: models saved before session 19 (and GPT-2 checkpoints) have gelu_new, new ones gelu_pytorch_tanh."""
+    """The same GPT-2 with another GELU: older saved models (and GPT-2 checkpoints) have gelu_new, newer ones gelu_pytorch_tanh."""
     config = lm.config.__class__.from_dict({**lm.config.to_dict(), "activation_function": activation})
     other = lm.__class__(config).eval()
     other.load_state_dict(lm.state_dict())
@@ -428,11 +430,11 @@ def test_previews_decode_cheaply_and_final_pictures_exactly(tiny_engine):
     """Previews may decode in bfloat16 (SharedAutoencoder.preview_*); a finished run's picture
     is always the full-precision decode."""
     ae = tiny_engine.autoregressive.autoencoder
-    *_, last = tiny_engine.autoregressive_progressive(PROMPT, seed=2)
+    last = autoregressive_sample(tiny_engine.autoregressive, PROMPT, seed=2)
     assert np.array_equal(last.image(), ae.decode_codes(last.codes[None])[0])
     cheap, exact = ae.preview_codes(last.codes[None])[0], ae.decode_codes(last.codes[None])[0]
     assert cheap.shape == exact.shape and np.abs(cheap.astype(int) - exact.astype(int)).mean() < 3
-    *_, final = tiny_engine.diffusion_progressive(PROMPT, num_inference_steps=3)
+    final = diffusion_sample(tiny_engine.diffusion, PROMPT, num_inference_steps=3)
     assert np.array_equal(final.image(), ae.decode_latents(final.latents)[0])
     cheap, exact = ae.preview_latents(final.latents)[0], ae.decode_latents(final.latents)[0]
     assert np.abs(cheap.astype(int) - exact.astype(int)).mean() < 3
@@ -540,8 +542,6 @@ def test_a_unet_widened_for_coordinates_samples_as_before_until_trained(tiny_eng
     with it; once those weights move, where a cell is changes the prediction."""
     import dataclasses
 
-    from playground.diffusion.sample import diffusion_progressive
-
     model = tiny_engine.diffusion
     wide = with_coordinate_channels(model.unet)
     assert wide.config.in_channels == model.unet.config.in_channels + 2
@@ -550,12 +550,12 @@ def test_a_unet_widened_for_coordinates_samples_as_before_until_trained(tiny_eng
     assert unet_input(model.unet, latents) is latents
     assert torch.equal(unet_input(wide, latents)[:, 4:], coordinate_planes(2, 16))
     widened = dataclasses.replace(model, unet=wide)
-    before = list(diffusion_progressive(model, PROMPT, seed=0, num_inference_steps=3))[-1].image()
-    same = list(diffusion_progressive(widened, PROMPT, seed=0, num_inference_steps=3))[-1].image()
+    before = diffusion_sample(model, PROMPT, seed=0, num_inference_steps=3).image()
+    same = diffusion_sample(widened, PROMPT, seed=0, num_inference_steps=3).image()
     np.testing.assert_array_equal(before, same)
     with torch.no_grad():
         wide.conv_in.weight[:, 4:] = 0.5
-    changed = list(diffusion_progressive(widened, PROMPT, seed=0, num_inference_steps=3))[-1].image()
+    changed = diffusion_sample(widened, PROMPT, seed=0, num_inference_steps=3).image()
     assert not np.array_equal(before, changed)
     with pytest.raises(ValueError, match="reads 6 channels"):
         unet_input(wide, torch.randn(1, 3, 16, 16))
@@ -605,9 +605,9 @@ def test_regional_prompts_only_for_two_objects_at_opposite_places(prompt):
 
 
 def live_status(kind):
-    from playground.ui import live
+    from playground.ui import views
 
-    return live.diffusion_status if kind == "diffusion" else live.ar_status
+    return views.diffusion_status if kind == "diffusion" else views.ar_status
 
 
 @pytest.mark.parametrize("kind", ["diffusion", "autoregressive"])

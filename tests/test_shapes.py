@@ -1,4 +1,4 @@
-"""The shapes world (shared/specs/shapes-world.md): renderer, captions, parser and checker."""
+"""The shapes world (playground/world/SPEC.md): renderer, captions, parser and checker."""
 
 import numpy as np
 import pytest
@@ -177,7 +177,7 @@ def test_sampler_is_seeded():
 
 
 def test_checker_rates_on_rendered_scenes():
-    """The issue's figures: >= 99 % of rendered scenes match their own (partly dropped)
+    """The checker's targets: >= 99 % of rendered scenes match their own (partly dropped)
     captions, >= 95 % of one-word-changed captions are rejected."""
     rng = np.random.default_rng(1234)
     n, matched, changed, rejected = 300, 0, 0, 0

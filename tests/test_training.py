@@ -10,7 +10,10 @@ import torch
 from PIL import Image
 
 from playground.autoencoder.model import background_cells, object_cells, psnr
-from playground.training import train
+from playground.diffusion.model import DiffusionConfig, build_unet
+from playground.training import autoencoder as autoencoder_training
+from playground.training import loop, train
+from playground.training.encode import load_encoded
 from playground.training.plots import plot_loss_curve
 from playground.world.data import build_dataset, scene_from_json, scene_to_json, training_captions
 from playground.world.shapes import caption, parse_prompt, sample_scene
@@ -18,15 +21,15 @@ from playground.world.shapes import caption, parse_prompt, sample_scene
 
 @pytest.fixture
 def tmp_runs(tmp_path, monkeypatch):
-    """train.RUNS and train.ASSETS pointed at a temporary folder (never the real ones)."""
-    monkeypatch.setattr(train, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(train, "ASSETS", tmp_path / "assets")
+    """loop.RUNS and loop.ASSETS, where every stage reads and writes, pointed at a temporary folder (never the real ones)."""
+    monkeypatch.setattr(loop, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(loop, "ASSETS", tmp_path / "assets")
     return tmp_path
 
 
 def test_lr_warmup_then_cosine():
     peak, total, warmup, floor = 1e-3, 1000, 100, 0.05
-    lrs = [train.lr_at(s, total, peak, warmup, floor) for s in range(total + 1)]
+    lrs = [loop.lr_at(s, total, peak, warmup, floor) for s in range(total + 1)]
     assert lrs[0] == pytest.approx(peak / warmup)
     assert all(a < b for a, b in zip(lrs[:warmup], lrs[1:warmup]))  # linear warm-up
     assert lrs[warmup - 1] == pytest.approx(peak) and lrs[warmup] == pytest.approx(peak)
@@ -35,7 +38,7 @@ def test_lr_warmup_then_cosine():
     assert lrs[middle] == pytest.approx(peak * (floor + (1 - floor) * 0.5))
     assert lrs[total] == pytest.approx(floor * peak)
     assert min(lrs[warmup:]) >= floor * peak * (1 - 1e-9)
-    assert train.lr_at(5 * total, total, peak, warmup, floor) == pytest.approx(floor * peak)
+    assert loop.lr_at(5 * total, total, peak, warmup, floor) == pytest.approx(floor * peak)
 
 
 def tiny_model(seed):
@@ -55,7 +58,7 @@ def one_step(model, opt):
 
 def test_checkpointer_save_resume_round_trip(tmp_runs):
     model, opt = tiny_model(0)
-    ckpt = train.Checkpointer("stage", {"net": model}, opt)
+    ckpt = loop.Checkpointer("stage", {"net": model}, opt)
     assert ckpt.path.is_relative_to(tmp_runs)
     ckpt.resume()  # nothing saved yet: a fresh start
     assert ckpt.step == 0 and ckpt.losses == []
@@ -67,7 +70,7 @@ def test_checkpointer_save_resume_round_trip(tmp_runs):
 
     model2, opt2 = tiny_model(1)  # different weights
     assert not torch.equal(model2[0].weight, model[0].weight)
-    restored = train.Checkpointer("stage", {"net": model2}, opt2)
+    restored = loop.Checkpointer("stage", {"net": model2}, opt2)
     restored.resume()
     assert restored.step == 3 and restored.losses == ckpt.losses
     for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
@@ -97,10 +100,10 @@ def test_run_loop_checkpoints_resumes_and_plots(tmp_runs):
     model, opt = tiny_model(0)
     seen = []
     step_fn = recording_step(model, opt, seen)
-    ckpt = train.Checkpointer("toy", {"net": model}, opt)
-    train.run_loop("toy", ckpt, total=6, peak_lr=0.01, step_fn=step_fn, every=4)
+    ckpt = loop.Checkpointer("toy", {"net": model}, opt)
+    loop.run_loop("toy", ckpt, total=6, peak_lr=0.01, step_fn=step_fn, every=4)
     assert [s for s, _ in seen] == list(range(6))
-    assert [lr for _, lr in seen] == pytest.approx([train.lr_at(s, 6, 0.01) for s in range(6)])
+    assert [lr for _, lr in seen] == pytest.approx([loop.lr_at(s, 6, 0.01) for s in range(6)])
     assert ckpt.step == 6 and len(ckpt.losses) == 6
     assert (tmp_runs / "runs" / "toy" / "checkpoint.pt").is_file()
     assert (tmp_runs / "assets" / "toy-loss.png").is_file()
@@ -108,8 +111,8 @@ def test_run_loop_checkpoints_resumes_and_plots(tmp_runs):
     # A restart with a longer run picks up where the saved checkpoint stopped.
     seen.clear()
     model2, opt2 = tiny_model(3)
-    ckpt2 = train.Checkpointer("toy", {"net": model2}, opt2)
-    train.run_loop("toy", ckpt2, total=9, peak_lr=0.01, step_fn=lambda s: seen.append(s) or 0.5, every=100)
+    ckpt2 = loop.Checkpointer("toy", {"net": model2}, opt2)
+    loop.run_loop("toy", ckpt2, total=9, peak_lr=0.01, step_fn=lambda s: seen.append(s) or 0.5, every=100)
     assert seen == [6, 7, 8]
     assert ckpt2.losses[:6] == ckpt.losses and ckpt2.losses[6:] == [0.5] * 3
 
@@ -118,16 +121,16 @@ def test_run_loop_stop_at_ends_early_on_the_full_runs_schedule_and_a_restart_goe
     model, opt = tiny_model(0)
     seen = []
     step_fn = recording_step(model, opt, seen)
-    ckpt = train.Checkpointer("toy", {"net": model}, opt)
-    train.run_loop("toy", ckpt, total=10, peak_lr=0.01, step_fn=step_fn, every=100, stop_at=4)
+    ckpt = loop.Checkpointer("toy", {"net": model}, opt)
+    loop.run_loop("toy", ckpt, total=10, peak_lr=0.01, step_fn=step_fn, every=100, stop_at=4)
     assert [s for s, _ in seen] == [0, 1, 2, 3]
-    assert [lr for _, lr in seen] == pytest.approx([train.lr_at(s, 10, 0.01) for s in range(4)])
+    assert [lr for _, lr in seen] == pytest.approx([loop.lr_at(s, 10, 0.01) for s in range(4)])
     saved = torch.load(tmp_runs / "runs" / "toy" / "checkpoint.pt", weights_only=True)
     assert saved["step"] == 4 and len(saved["losses"]) == 4  # saved at the stop, though not a multiple of `every`
 
     seen.clear()
     model2, opt2 = tiny_model(3)
-    train.run_loop("toy", train.Checkpointer("toy", {"net": model2}, opt2), total=10, peak_lr=0.01,
+    loop.run_loop("toy", loop.Checkpointer("toy", {"net": model2}, opt2), total=10, peak_lr=0.01,
                    step_fn=lambda s: seen.append(s) or 0.5, every=100)
     assert seen == list(range(4, 10))
 
@@ -164,36 +167,36 @@ def test_dataset_cache_and_captions(tmp_path):
 def test_batch_sampler_uniform_or_with_a_share_of_two_object_scenes():
     scenes = [sample_scene(np.random.default_rng(i)) for i in range(200)]
     two = np.array([len(s.objects) == 2 for s in scenes])
-    uniform = train.batch_sampler(scenes)(np.random.default_rng(0), 4000)
+    uniform = loop.batch_sampler(scenes)(np.random.default_rng(0), 4000)
     assert uniform.min() >= 0 and uniform.max() < len(scenes)
     assert abs(two[uniform].mean() - two.mean()) < 0.05  # as the data fall
     for share in (0.0, 0.8, 1.0):
-        idx = train.batch_sampler(scenes, share)(np.random.default_rng(1), 4000)
+        idx = loop.batch_sampler(scenes, share)(np.random.default_rng(1), 4000)
         assert abs(two[idx].mean() - share) < 0.03
         pool_size = {0.0: (~two).sum(), 1.0: two.sum()}.get(share, len(scenes))
         assert len(np.unique(idx)) > 0.5 * pool_size  # drawn across the pool, not a few scenes
     with pytest.raises(ValueError, match="two-object-share must lie between 0 and 1"):
-        train.batch_sampler(scenes, 1.5)
+        loop.batch_sampler(scenes, 1.5)
     only_one = [s for s in scenes if len(s.objects) == 1]
-    assert len(train.batch_sampler(only_one, 0.0)(np.random.default_rng(2), 8)) == 8
+    assert len(loop.batch_sampler(only_one, 0.0)(np.random.default_rng(2), 8)) == 8
     with pytest.raises(ValueError, match="lacks one-object or two-object scenes"):
-        train.batch_sampler(only_one, 0.5)
+        loop.batch_sampler(only_one, 0.5)
 
 
 def test_batch_sampler_with_a_share_of_star_scenes():
     scenes = [sample_scene(np.random.default_rng(i)) for i in range(300)]
     star = np.array([any(o.shape == "star" for o in s.objects) for s in scenes])
     two = np.array([len(s.objects) == 2 for s in scenes])
-    base = star[train.batch_sampler(scenes, 0.8)(np.random.default_rng(2), 4000)].mean()  # stars as drawn
+    base = star[loop.batch_sampler(scenes, 0.8)(np.random.default_rng(2), 4000)].mean()  # stars as drawn
     for share in (0.5, 1.0):
-        idx = train.batch_sampler(scenes, 0.8, share)(np.random.default_rng(1), 4000)
+        idx = loop.batch_sampler(scenes, 0.8, share)(np.random.default_rng(1), 4000)
         assert abs(star[idx].mean() - (share + (1 - share) * base)) < 0.04  # replaced, else as drawn
         if share < 1:
             assert two[idx].mean() > two.mean() + 0.1  # the two-object share still applies
     with pytest.raises(ValueError, match="--star-share must lie between 0 and 1"):
-        train.batch_sampler(scenes, None, -0.1)
+        loop.batch_sampler(scenes, None, -0.1)
     with pytest.raises(ValueError, match="no scene with a star"):
-        train.batch_sampler([s for s, has in zip(scenes, star) if not has], None, 0.5)
+        loop.batch_sampler([s for s, has in zip(scenes, star) if not has], None, 0.5)
 
 
 def test_train_rejects_a_share_outside_0_1(capsys):
@@ -225,13 +228,13 @@ def test_background_consistency_counts_background_cells_only():
     h = torch.randn(2, 4, 16, 16)
     background = torch.ones(2, 1, 16, 16)
     background[:, :, 4:8, 4:8] = 0  # an object there
-    assert train.background_consistency(h, h, background) == 0
+    assert autoencoder_training.background_consistency(h, h, background) == 0
     moved_object = h.clone()
     moved_object[:, :, 4:8, 4:8] += 5.0  # differs only where the object is: no penalty
-    assert train.background_consistency(moved_object, h, background) == 0
+    assert autoencoder_training.background_consistency(moved_object, h, background) == 0
     moved_background = h.clone()
     moved_background[:, :, 0, 0] += 5.0
-    loss = train.background_consistency(moved_background, h, background)
+    loss = autoencoder_training.background_consistency(moved_background, h, background)
     # 2 pictures x 4 channels x 25 over (2 x 240 background cells x 4 channels), over the latents' variance
     assert loss == pytest.approx(25 * 8 / (2 * 240 * 4) / moved_background.var().item(), rel=1e-4)
 
@@ -264,26 +267,26 @@ def test_encoded_sets_are_cached_per_encoder_and_a_larger_set_serves_a_smaller_o
     torch.manual_seed(0)
     vq = build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16, 16), mid_block_add_attention=False))
     vq.save_pretrained(tmp_runs / "assets" / "vqvae")
-    large = train.load_encoded(argparse.Namespace(dataset_size=12, seed=0))
+    large = load_encoded(argparse.Namespace(dataset_size=12, seed=0))
     assert large[0].shape == (12, 4, 16, 16) and large[1].shape == (12, 256) and len(large[2]) == 12
     assert (tmp_runs / "runs" / "encoded-12-seed0.safetensors").is_file()
 
     encode = SharedAutoencoder.encode
     monkeypatch.setattr(SharedAutoencoder, "encode", lambda *a: pytest.fail("encoded again"))
-    small = train.load_encoded(argparse.Namespace(dataset_size=5, seed=0))
+    small = load_encoded(argparse.Namespace(dataset_size=5, seed=0))
     assert torch.equal(small[0], large[0][:5]) and torch.equal(small[1], large[1][:5]) and small[2] == large[2][:5]
     assert not (tmp_runs / "runs" / "encoded-5-seed0.safetensors").exists()
-    same = train.load_encoded(argparse.Namespace(dataset_size=12, seed=0))  # the whole cached set, read as it is
+    same = load_encoded(argparse.Namespace(dataset_size=12, seed=0))  # the whole cached set, read as it is
     assert torch.equal(same[0], large[0]) and torch.equal(same[1], large[1])
 
     monkeypatch.setattr(SharedAutoencoder, "encode", encode)
     with torch.no_grad():
         vq.encoder.conv_in.weight.mul_(2.0)  # a retrained encoder
     vq.save_pretrained(tmp_runs / "assets" / "vqvae")
-    fresh = train.load_encoded(argparse.Namespace(dataset_size=5, seed=0))
+    fresh = load_encoded(argparse.Namespace(dataset_size=5, seed=0))
     assert (tmp_runs / "runs" / "encoded-5-seed0.safetensors").is_file()
     assert not torch.equal(fresh[0], small[0])
-    other_seed = train.load_encoded(argparse.Namespace(dataset_size=5, seed=1))
+    other_seed = load_encoded(argparse.Namespace(dataset_size=5, seed=1))
     assert other_seed[2] != small[2] and (tmp_runs / "runs" / "encoded-5-seed1.safetensors").is_file()
 
 
@@ -341,7 +344,7 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     assert frame.done and frame.image().shape == (64, 64, 3)
     after = tuned.diffusion.unet.state_dict()
     torch.manual_seed(123)  # a freshly initialised network, for scale
-    fresh = train.build_unet(train.DiffusionConfig(), 4, 16).state_dict()
+    fresh = build_unet(DiffusionConfig(), 4, 16).state_dict()
     k = "conv_in.weight"
     assert after[k][:, :4].shape == before[k].shape
     assert (after[k][:, :4] - before[k]).abs().max() < 0.01 < (fresh[k] - before[k]).abs().max()

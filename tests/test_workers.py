@@ -1,4 +1,4 @@
-"""The samplers in worker processes (playground/workers.py): the same frames and pictures as
+"""The samplers in worker processes (playground/runtime/workers.py): the same frames and pictures as
 on a thread, Stop reaches them, a busy pool falls back to threads, and a worker that dies or
 fails is reported as a message and replaced. Tiny random models; two spawned workers."""
 
@@ -8,9 +8,10 @@ import signal
 import numpy as np
 import pytest
 
+from playground.runtime.run import LiveRun
 from playground.runtime.workers import WorkerError, WorkerPool
 from playground.settings import GenerationSettings
-from playground.ui import live
+from playground.ui.views import OUTPUTS
 
 PROMPT = "a large red circle on the left on a blue background"
 
@@ -23,8 +24,8 @@ def pool(tiny_assets):
     pool.close()
 
 
-def finished_run(engine, pool, seed=3, min_seconds=0.0) -> live.LiveRun:
-    run = live.LiveRun(engine, PROMPT, GenerationSettings(seed=seed), pool=pool).start(min_seconds)
+def finished_run(engine, pool, seed=3, min_seconds=0.0) -> LiveRun:
+    run = LiveRun(engine, PROMPT, GenerationSettings(seed=seed), pool=pool).start(min_seconds)
     assert run.done.wait(timeout=120), "the run did not finish"
     return run
 
@@ -44,7 +45,7 @@ def test_workers_give_the_same_frames_and_pictures_as_a_thread(tiny_engine, pool
 
 
 def test_stop_reaches_the_workers(tiny_engine, pool):
-    run = live.LiveRun(tiny_engine, PROMPT, GenerationSettings(seed=1), pool=pool).start(min_seconds=60)
+    run = LiveRun(tiny_engine, PROMPT, GenerationSettings(seed=1), pool=pool).start(min_seconds=60)
     with run.changed:
         run.changed.wait_for(lambda: all(t.frames for t in run.tracks), timeout=30)
     run.request_stop()
@@ -80,7 +81,7 @@ def test_a_sampler_error_in_a_worker_becomes_a_message(pool):
 
 
 def test_a_worker_that_dies_is_reported_and_replaced(tiny_engine, pool):
-    run = live.LiveRun(tiny_engine, PROMPT, GenerationSettings(seed=2), pool=pool).start(min_seconds=60)
+    run = LiveRun(tiny_engine, PROMPT, GenerationSettings(seed=2), pool=pool).start(min_seconds=60)
     with run.changed:
         run.changed.wait_for(lambda: run.diffusion.frames, timeout=30)
     worker = run._workers["diffusion"]
@@ -110,18 +111,18 @@ def test_the_page_streams_from_workers_and_stops_them(app_with_workers, monkeypa
 
     demo, url = app_with_workers
     client = Client(url, verbose=False, analytics_enabled=False)
-    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 2.5)  # read by the page's process, sent with each job
+    monkeypatch.setattr("playground.runtime.run.MIN_RUN_SECONDS", 2.5)  # read by the page's process, sent with each job
     job = client.submit(prompt=PROMPT, seed=0, api_name="/generate")
     updates = list(job)
     final = job.result()
-    stats = final[live.OUTPUTS.index("stats")]
+    stats = final[OUTPUTS.index("stats")]
     assert stats["computed_in"] == "worker processes"
     # Several pictures of each run before the end (test_app counts them against the target).
     assert sum(isinstance(u[0], str) for u in updates[:-1]) >= 5
     assert sum(isinstance(u[1], str) for u in updates[:-1]) >= 5
-    assert final[live.OUTPUTS.index("ar_status")].startswith("✓ done · token 256/256")
+    assert final[OUTPUTS.index("ar_status")].startswith("✓ done · token 256/256")
 
-    monkeypatch.setattr(live, "MIN_RUN_SECONDS", 10.0)
+    monkeypatch.setattr("playground.runtime.run.MIN_RUN_SECONDS", 10.0)
     job = client.submit(prompt="a green square", seed=1, api_name="/generate")
     for n, _ in enumerate(job):
         if n == 3:
@@ -137,7 +138,7 @@ def test_the_page_streams_from_workers_and_stops_them(app_with_workers, monkeypa
 
 def test_a_run_stopped_before_it_starts_computes_nothing(tiny_engine, pool):
     assert pool.wait_ready(2, timeout=60)
-    run = live.LiveRun(tiny_engine, PROMPT, GenerationSettings(seed=4), pool=pool)
+    run = LiveRun(tiny_engine, PROMPT, GenerationSettings(seed=4), pool=pool)
     run.request_stop()
     run.start(min_seconds=60)
     assert run.done.wait(timeout=10)
@@ -147,7 +148,7 @@ def test_a_run_stopped_before_it_starts_computes_nothing(tiny_engine, pool):
 
 ORPHANING_PARENT = """
 import os, sys
-from playground.workers import WorkerPool
+from playground.runtime.workers import WorkerPool
 if __name__ == "__main__":
     pool = WorkerPool(sys.argv[1], size=1).start()
     assert pool.wait_ready(timeout=300)
@@ -161,7 +162,7 @@ if __name__ == "__main__":
 
 def test_a_worker_exits_when_the_page_process_dies_in_the_middle_of_a_run(tiny_assets, tmp_path):
     """The worker finishes its run into a queue nobody reads, notices its parent is gone and
-    exits: it does not wait forever to flush the unread frames (as it did before session 17)."""
+    exits: it does not wait forever to flush the unread frames."""
     import subprocess
     import sys
     import time

@@ -2,12 +2,9 @@
 autoencoder's continuous latent, steered by a small text encoder through cross-attention.
 
 The text encoder is CLIP's causal text model (`CLIPTextModel`, shipped). `text_encoder="siglip"`
-gives SigLIP's text model instead, the same layers without the causal mask: in "a red square on
-the left" a causal "red" cannot see the "left" after it, and the shipped model's failures on
-two-object prompts are mostly objects given each other's place or colour. Measured: the shipped
-model (15,000 steps) fine-tuned 3,300 more steps with the SigLIP encoder (`bidirectional_from`)
-matched 53.0 % of the seen prompts, against 54.5 % without the change: not better; a SigLIP run
-from scratch has not been made. Both kinds load (`load_text_encoder`).
+gives SigLIP's text model instead, the same layers without the causal mask, so that in "a red
+square on the left" "red" can see the "left" after it; fine-tuning an earlier model with it did
+not help (assets/EXPERIMENTS.md). Both kinds load (`load_text_encoder`).
 
 The scheduler is separate from the network (diffusers style): DDPM is used for training and
 any of `SCHEDULERS` for sampling. `diffusion_progressive()` is the sampler, a generator that
@@ -48,11 +45,9 @@ class DiffusionConfig:
     text_encoder: str = "clip"  # causal (shipped); "siglip" is bidirectional
     # Two planes of each cell's (x, y) in [-1, 1] read beside the latent (`unet_input`): the UNet
     # has no position embedding, and at 16x16 a cell's few 3x3 convolutions do not reach the
-    # border, so "left" could not be told from "right" where the prompt is read (0: none).
-    # Measured: widened from the shipped model and fine-tuned 2,000-3,000 steps, their weights
-    # stayed near 0.002 (the latent's 0.085): not taken up; the shipped model has none. Started
-    # at the latent's scale instead (session 11, README), they stayed in use (0.080) but the
-    # objects' places were swapped as often (32 % of two-object pictures).
+    # border, so "left" could not be told from "right" where the prompt is read (0: none). The
+    # shipped weights read them (trained with `--diffusion-coordinates 1`: the UNet's config has
+    # 6 input channels); `unet_input` tells from that config whether a UNet reads them.
     coordinate_channels: int = 0
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"

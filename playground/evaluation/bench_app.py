@@ -11,7 +11,7 @@
 3. The streaming overhead: both runs finished in the app versus the engine alone, and versus
    the two samplers in two worker processes with no page (how the app runs them).
 
-    python -m playground.evaluation.bench_app --workers 0    # the samplers on a thread of the app, as before
+    python -m playground.evaluation.bench_app --workers 0    # the samplers on a thread of the app, for comparison
     python -m playground.evaluation.bench_app --sessions 30  # also: 30 visitors press Generate at once
 
 4. With --sessions N: N gradio_client sessions submit /generate at the same moment (a class
@@ -52,10 +52,10 @@ def engine_alone(assets: str | None, prompt: str, repeats: int) -> tuple[float, 
     import torch
 
     from playground.engine import load_engine
+    from playground.runtime.run import torch_threads
     from playground.settings import GenerationSettings
-    from playground.ui import live
 
-    torch.set_num_threads(live.torch_threads())
+    torch.set_num_threads(torch_threads())
     engine = load_engine(assets)
     settings = GenerationSettings()
 
@@ -77,19 +77,19 @@ def engine_in_workers(assets: str | None, prompt: str, repeats: int) -> float:
     """Seconds for both samplers at once, each in its own worker process (a LiveRun as the app
     starts it, with no page), and their final pictures decoded here; best of `repeats`."""
     from playground.engine import load_engine
+    from playground.runtime.run import LiveRun, torch_threads
     from playground.runtime.workers import WorkerPool
     from playground.settings import GenerationSettings
-    from playground.ui import live
 
     engine = load_engine(assets)
-    pool = WorkerPool(engine.folder, 2, threads=live.torch_threads()).start()
+    pool = WorkerPool(engine.folder, 2, threads=torch_threads()).start()
     try:
         if not pool.wait_ready():
             raise RuntimeError("the sampler workers did not start")
 
         def once() -> float:
             started = time.perf_counter()
-            run = live.LiveRun(engine, prompt, GenerationSettings(), pool=pool).start(min_seconds=0)
+            run = LiveRun(engine, prompt, GenerationSettings(), pool=pool).start(min_seconds=0)
             run.done.wait()
             if run.error is not None or not run.in_workers:
                 raise RuntimeError(f"the run did not complete in the workers: {run.error}")
@@ -151,7 +151,7 @@ def has_picture(value) -> bool:
 
 def one_generate(client, prompt: str, seed: int) -> dict:
     """Client-side timings of one /generate call, and the app's own timing output."""
-    from playground.ui.live import OUTPUTS
+    from playground.ui.views import OUTPUTS
 
     status = [OUTPUTS.index("diffusion_status"), OUTPUTS.index("ar_status")]
     seen: dict = {"count": 0, "first": None, "both_done": None, "done": [False, False]}
@@ -207,7 +207,7 @@ def many_sessions(url: str, prompt: str, sessions: int) -> tuple[list[float], li
 
 
 def report_sessions(seconds: list[float], errors: list[str], sessions: int) -> None:
-    from playground.ui.live import GENERATE_CONCURRENCY
+    from playground.runtime.run import GENERATE_CONCURRENCY
 
     print(f"\n{sessions} sessions pressing Generate at once ({GENERATE_CONCURRENCY} runs computed at a time)")
     if seconds:
@@ -253,7 +253,7 @@ def report(runs: list[dict], engine_s: float, engine_cpu_s: float, workers_s: fl
     print(f"  engine alone {engine_cpu_s * 1000:.0f} ms; in the app: samplers {samplers:.0f} ms, "
           f"everything else in the app process (decoding, encoding, gradio) {other:.0f} ms = "
           f"{other / samplers:.0%} of the samplers'")
-    from playground.ui.live import MIN_RUN_SECONDS
+    from playground.runtime.run import MIN_RUN_SECONDS
 
     if engine_s < MIN_RUN_SECONDS:
         print(f"  (the engine takes under {MIN_RUN_SECONDS} s: the app paces runs to last that long, "
@@ -282,7 +282,7 @@ def main(argv=None) -> None:
 
     from gradio_client import Client
 
-    from playground.ui.live import OUTPUTS
+    from playground.ui.views import OUTPUTS
 
     port = free_port()
     print(f"starting app.py on port {port} (caches its examples first) ...", flush=True)

@@ -12,7 +12,7 @@ The per-step figure is the difference divided by the steps of a picture.
 
 Both consumers first run in the sampler's own thread: every preview is time the sampler waits.
 Then, for the embedded models, as the page runs them: the sampler in a worker process
-(playground/workers.py, one torch thread) and the previews decoded in this process as the
+(playground/runtime/workers.py, one torch thread) and the previews decoded in this process as the
 frames arrive (one torch thread), so that a preview costs the sampler only the core it shares.
 """
 

@@ -1,12 +1,10 @@
 """Token grounding for the diffusion model: teach each object's words to be read where the object is.
 
-Measured on the shipped diffusion model (10,000 steps): its cross-attention is spread evenly over
-the picture. For "a small yellow circle at the top and a large blue star at the bottom", cells in
-the top half and in the bottom half give every word the same share of their attention (within
-0.02 at 16x16), and most of it goes to "and", "a", "the", "background": words that, read
-causally, sum up the whole prompt. The prompt reaches the picture as one global code, and the
-convolutions must work out from it which object goes where; with two objects they often swap the
-places or draw one object twice (22 % of two-object prompts right, 88 % of one-object ones).
+Trained without it, a diffusion model's cross-attention spreads evenly over the picture: every
+cell gives each word about the same share, most of it to "and", "a", "the", "background" (words
+that, read causally, sum up the whole prompt). The prompt then reaches the picture as one global
+code, and the convolutions must work out from it which object goes where; with two objects they
+often swap the places or draw one object twice.
 
 The renderer knows where every object is, and the caption which words name it, so training can
 say where those words should be read (TokenCompose, Wang et al. 2024): for each object's colour
@@ -14,14 +12,10 @@ and shape word, the share of that word's attention that falls outside the object
 loss (`grounding_loss`), added to the denoising loss with a weight (`train --diffusion-grounding`);
 `reading_loss` (`--diffusion-reading`) asks the object's cells to read those words.
 
-Measured, fine-tuning the shipped model at 5e-4 with coordinate planes and place-first prompts:
-grounding 0.1, 3,000 steps: 56.0 % of 200 seen prompts (shipped 56.5 %), two objects 25 % (22 %),
-but 31 % of two-object pictures have the objects in each other's place (18 %); with reading 0.1
-as well, 2,000 steps: 51.5 %. The named objects are drawn; which goes where is still not read
-from the prompt. Neither was shipped. Trained from scratch with coordinates, place-first prompts and
-grounding 0.1 (10,000 steps, session 12), the model was shipped (continued on star-heavy
-batches, session 13; since session 22, one trained with the same options and Muon): 94.0 % of seen prompts with regional prompts (regions.py); the session-12
-model 92.0 % with them, 68.5 % without (two objects 36 %, places swapped 42 %).
+The shipped weights are trained from scratch with grounding 0.1, coordinate planes and
+place-first prompts (training/recipe.py): grounding works from the start of training, where
+fine-tuning a model trained without it did not move which object goes where
+(assets/EXPERIMENTS.md has the runs).
 
     recorder = AttentionRecorder.attach(unet)              # records every cross-attention map
     pred = unet(...)                                       # as usual
@@ -35,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from playground.autoencoder.model import object_cells
-from playground.world.shapes import COLORS, SHAPES, Scene, render
+from playground.world.shapes import Scene, render
+from playground.world.vocabulary import COLORS, SHAPES
 
 
 def object_token_positions(words: list[str]) -> list[list[int]]:

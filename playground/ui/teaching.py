@@ -8,7 +8,7 @@ edited without knowing the rest of the code. app.py places these texts on the pa
 from __future__ import annotations
 
 from playground.settings import GenerationSettings
-from playground.world.shapes import COLORS, HELD_OUT_PAIRS, PLACE_PHRASES, SHAPES, SIZE_SYNONYMS, SIZES
+from playground.world.vocabulary import COLORS, HELD_OUT_PAIRS, PLACE_PHRASES, SHAPES, SIZE_SYNONYMS, SIZES
 
 INTRO = """\
 # One prompt, two ways to paint it
@@ -71,7 +71,7 @@ COMPARISON_TABLE = f"""\
 | | Diffusion (left) | Autoregressive (right) |
 |---|---|---|
 | Reads the prompt | through a separate text encoder, looked up by every part of the picture through cross-attention | as the first tokens of its own sequence, each word seeing only the words before it (so here each object's place is put first: *on the left a red square*) |
-| Two objects | a small model cannot easily tell which words go where on its own (an earlier one here: 24 % of two-object prompts right); regional prompts let each object's words steer its half (80 %; the current model 91 %) | reading places first, it binds on its own (87 % of 300 two-object prompts); regional prompts at 0.25 lift two-object prompts a little (an earlier model from 80 to 86 %, the current one from 85 to 89 % of 95), but four token streams instead of two cost 30 to 45 % more time, so they are off by default |
+| Two objects | a small model cannot easily tell which words go where on its own: it swaps the two or draws one twice; regional prompts let each object's words steer its half | reading places first, it binds well on its own; regional prompts lift two-object prompts a little, but four token streams instead of two cost about a third more time, so they are off by default |
 | One step computes | a noise estimate for the whole picture at once | a probability for every codebook entry, for the next cell only |
 | Order | everywhere at once, coarse to fine | cell by cell, row by row |
 | Network evaluations per picture | one per step ({GenerationSettings.num_inference_steps} here by default) | one per token (256 here) |
@@ -103,7 +103,7 @@ EXAMPLES = [
     ["a large green square on the right and a small purple circle on the left", 3],
 ]
 
-# Colour-shape pairs that were never in the training pictures (shapes.HELD_OUT_PAIRS): can
+# Colour-shape pairs that were never in the training pictures (vocabulary.HELD_OUT_PAIRS): can
 # the models combine a colour and a shape they only learned separately?
 HELD_OUT = [
     ("a purple star", ("purple", "star")),

@@ -1,6 +1,6 @@
 """Training data: rendered shapes-world scenes, cached once, and captions drawn per batch.
 
-    python -m playground.data 40000     # renders data/shapes-40000-seed0.npz (about a minute)
+    python -m playground.world.data 40000     # renders data/shapes-40000-seed0.npz (about a minute)
 """
 
 from __future__ import annotations

@@ -1,19 +1,16 @@
 """Regional prompts: a two-object prompt split into one prompt per object, each with its half.
 
-The session-11 diffusion model drew one named object well (91 % of one-object seen prompts) but
-bound two badly (24 %): the prompt reaches the picture as one code, and the network must work
-out which object goes where; a quarter of its two-object pictures have the objects in each
-other's place (see `grounding.py`). When a prompt places its two objects at opposite places
+A small diffusion model draws one named object well but binds two badly: the prompt reaches the
+picture as one code, and the network must work out which object goes where, so it often gives
+the objects each other's place (see `grounding.py`). When a prompt places its two objects at opposite places
 ("... on the left and ... on the right"), the sampler can do that work instead: each object's
 own prompt ("a large red circle on the left on a yellow background") also steers its half of
 the latent grid (regional prompting, as in Composable Diffusion and MultiDiffusion's region
 prompts). The network still paints the whole picture from noise (or token by token); it is
-told, half by half, which object that half holds. Measured at the default mix (0.5, settings.py):
-two-object seen prompts 24 -> 80 %, places swapped 25 -> 0 %, held-out prompts 46 -> 85 %.
-The autoregressive model, which reads each object's place first, gained nothing measurable at
-0.5 (session 11); session 13's model at 0.25: two-object seen prompts 80 -> 86 %, all 200
-86.5 -> 89.5 %, held-out 52 -> 49 %; session 15's model 91.5 % with or without; session 16's
-91.5 -> 93.5 % (two objects 85 -> 89 %). Off by default for its time (settings.py).
+told, half by half, which object that half holds. On for diffusion by default (0.5,
+settings.py): it is what lets it put two objects in their places. The autoregressive model
+reads each object's place first and gains a few points at most, for twice the token streams:
+off by default for its time (settings.py; the figures are in assets/README.md).
 
 Pure functions, no model:
 
@@ -28,7 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from playground.world.shapes import OPPOSITE_PAIRS, PLACE_PHRASES, ObjectSpec, parse_prompt, place_region
+from playground.world.shapes import ObjectSpec, parse_prompt, place_region
+from playground.world.vocabulary import OPPOSITE_PAIRS, PLACE_PHRASES
 
 
 def object_prompt(obj: ObjectSpec, background: str | None) -> str:

@@ -1,6 +1,6 @@
 """The shapes world: the captioned 64x64 pictures the embedded models learn from.
 
-This file is the executable form of `shared/specs/shapes-world.md`:
+This file is the executable form of `playground/world/SPEC.md` (its words: vocabulary.py):
 
 * `Scene` / `SceneObject` describe a picture; `render()` draws it.
 * `sample_scene()` draws a random scene (held-out colour-shape pairs can be excluded or
@@ -24,48 +24,22 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
+from playground.world.vocabulary import (
+    COLORS,
+    HELD_OUT_PAIRS,
+    JITTER,
+    OPPOSITE_PAIRS,
+    PALETTE,
+    PLACE_PHRASES,
+    PLACES,
+    SHAPES,
+    SIZE_SYNONYMS,
+    SIZES,
+    VOCABULARY,
+)
+
 IMAGE_SIZE = 64
 SUPERSAMPLE = 4
-
-PALETTE: dict[str, tuple[int, int, int]] = {
-    "red": (220, 50, 47),
-    "orange": (245, 140, 30),
-    "yellow": (240, 210, 40),
-    "green": (60, 170, 75),
-    "blue": (40, 100, 220),
-    "purple": (140, 70, 190),
-    "white": (240, 240, 240),
-    "black": (30, 30, 30),
-}
-COLORS = tuple(PALETTE)
-SHAPES = ("circle", "square", "triangle", "star", "heart")
-SIZES = {"small": 16, "large": 28}
-SIZE_SYNONYMS = {"big": "large", "tiny": "small", "little": "small"}
-PLACES = {"left": (16, 32), "right": (48, 32), "top": (32, 16), "bottom": (32, 48), "center": (32, 32)}
-PLACE_PHRASES = {
-    "left": "on the left",
-    "right": "on the right",
-    "top": "at the top",
-    "bottom": "at the bottom",
-    "center": "in the center",
-}
-OPPOSITE_PAIRS = (("left", "right"), ("top", "bottom"))
-HELD_OUT_PAIRS = frozenset(
-    {("purple", "star"), ("orange", "heart"), ("green", "triangle"), ("white", "circle"), ("blue", "square")}
-)
-JITTER = 2
-
-# Every word a prompt of this world may use (the tokenizer's vocabulary).
-VOCABULARY = tuple(
-    sorted(
-        set(COLORS)
-        | set(SHAPES)
-        | set(SIZES)
-        | set(SIZE_SYNONYMS)
-        | set(" ".join(PLACE_PHRASES.values()).split())
-        | {"a", "an", "and", "background"}
-    )
-)
 
 _PALETTE_ARRAY = np.array([PALETTE[c] for c in COLORS], dtype=np.float32)  # (8, 3)
 

@@ -1,6 +1,6 @@
 """Prompt encoding shared by both embedded models: a word-level Hugging Face tokenizer.
 
-The tokenizer knows exactly the shapes world's words (`shapes.VOCABULARY`). A prompt is
+The tokenizer knows exactly the shapes world's words (`vocabulary.VOCABULARY`). A prompt is
 normalised (lower case, punctuation removed), words the tokenizer does not know are *reported*
 (never silently dropped), and the known words become a fixed-length, left-padded id sequence:
 
@@ -26,7 +26,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-from playground.world.shapes import PLACE_PHRASES, SIZE_SYNONYMS, VOCABULARY, normalize_prompt
+from playground.world.shapes import normalize_prompt
+from playground.world.vocabulary import PLACE_PHRASES, SIZE_SYNONYMS, VOCABULARY
 
 PAD, UNK, BOS = "[PAD]", "[UNK]", "[BOS]"
 SPECIAL_TOKENS = (PAD, UNK, BOS)
