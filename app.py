@@ -44,15 +44,15 @@ def prompt_row(label: str, box_id: str, action: str, action_id: str, stop_id: st
 
 
 def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | None = None,
-               problems: list[str] | None = None, workers: int = 0) -> gr.Blocks:
+               problems: list[str] | None = None, workers: int = 0, batch=None) -> gr.Blocks:
     """The page. `engine_loader()` returns an Engine (default: load_engine, which reads
     PLAYGROUND_ASSETS); it is called once, on first use, and the engine shared by all sessions.
     `models` ({"diffusion": [...], "autoregressive": [...]}, default first) fills the model
     menus, shown where there is a choice; `problems` are shown at the top of the page.
-    `workers`: processes that run the embedded models' samplers (0: threads of this process)."""
+    `workers`: processes that run the embedded models' samplers (0: threads of this process);
+    `batch` (a runtime.batching.BatchConfig): instead, every request in two batch workers."""
     from playground.diffusion.model import SCHEDULERS
     from playground.hub.common import on_gpu
-    from playground.runtime.run import GENERATE_CONCURRENCY
     from playground.settings import LIMITS, EditSettings, GenerationSettings, suggested_diffusion_settings
     from playground.ui import teaching
     from playground.ui.examples import edit_example_value, edit_examples, examples_cache_dir
@@ -64,7 +64,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
 
     PALETTE_HEX = ["#%02x%02x%02x" % rgb for rgb in PALETTE.values()]  # the brush: the colours the models know
 
-    pg = Playground(engine_loader, workers=workers)
+    pg = Playground(engine_loader, workers=workers, batch=batch)
     # The steps and guidance fields start at what suits the default diffusion model (a turbo model: 2, 0)
     defaults = GenerationSettings(**suggested_diffusion_settings(((models or {}).get("diffusion") or [""])[0]))
     edit_defaults = EditSettings()
@@ -213,7 +213,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
         edit_inputs = [{"picture": edit_picture, "prompt": edit_prompt, "mask": edit_mask, **setting}[name]
                        for name in EDIT_INPUTS]
         run = dict(fn=on_gpu(pg.generate), inputs=generate_inputs, outputs=outputs,
-                   concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate")
+                   concurrency_limit=pg.generate_concurrency, concurrency_id="generate")
         downloads = dict(fn=on_gpu(pg.downloads), inputs=out["run_key"], outputs=out["downloads"], show_progress="minimal")
         clear = dict(fn=lambda: None, inputs=None, outputs=out["downloads"], queue=False, show_progress="hidden",
                      api_visibility="private")  # the last run's downloads go when a new run starts
@@ -299,6 +299,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="processes that run the embedded models' samplers, two per Generate running at once "
                              "(default: as many as that needs; 0: run them on threads of the page's process; "
                              "or PLAYGROUND_WORKERS)")
+    parser.add_argument("--batch", type=int, choices=(0, 1), default=os.environ.get("PLAYGROUND_BATCH", "1"),
+                        help="1: every visitor's request runs in two batch workers, stepped together with the "
+                             "others (a class at once); 0: each request on workers of its own (or PLAYGROUND_BATCH)")
+    parser.add_argument("--batch-size", type=int, default=os.environ.get("PLAYGROUND_BATCH_SIZE", "32"),
+                        help="requests stepped together per paradigm; more wait their turn (or PLAYGROUND_BATCH_SIZE)")
+    parser.add_argument("--batch-window-ms", type=float, default=os.environ.get("PLAYGROUND_BATCH_WINDOW_MS", "50"),
+                        help="how long an idle batch worker waits for more requests to start with "
+                             "(or PLAYGROUND_BATCH_WINDOW_MS)")
     from playground.arguments import add_model_arguments  # (imports torch: only when run, never on import)
 
     add_model_arguments(parser)
@@ -317,11 +325,13 @@ def main(argv=None) -> None:
     models = {kind: engine.models(kind) for kind in ("diffusion", "autoregressive")}
     uses_hub = any(len(m) > 1 for m in models.values())
     # The examples are the embedded models' own prompts: computed ahead only when those paint them.
+    from playground.runtime.batching import BatchConfig
     from playground.runtime.run import GENERATE_CONCURRENCY
 
     workers = 2 * GENERATE_CONCURRENCY if args.workers < 0 else args.workers
+    batch = BatchConfig(max_batch=args.batch_size, window_ms=args.batch_window_ms) if args.batch and workers else None
     demo = build_demo(engine_loader=lambda: engine, cache_examples=not uses_hub,
-                      models=models, problems=engine.problems, workers=workers)
+                      models=models, problems=engine.problems, workers=workers, batch=batch)
     demo.playground.warm_up()  # the sampler workers load the models before the page opens
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, css=CSS)
 

@@ -11,6 +11,9 @@
   mask building, output classes, module calls), which cost more than the arithmetic at this
   size (4 layers, batch 2): measured on 2 CPU cores, a token takes about 0.6 of the time of
   `GPT2LMHeadModel.forward` with its DynamicCache.
+- `BatchedGPT2Decoding`, the same GPT-2 arithmetic for many requests at once, each row at its
+  own position (slots added and removed as requests come and go), each row's logits the
+  bit-for-bit same as `GPT2Decoding`'s (`sample.write_together` uses it).
 - `CachedDecoding`, any other causal LM with the KV cache: transformers' own cache.
 - `Recomputing` (use_cache=False): the whole sequence every time, the baseline of the KV cache's
   speed-up (`python -m playground.evaluation.benchmark`).
@@ -24,27 +27,33 @@ import torch
 import torch.nn.functional as F
 
 
-class GPT2Decoding:
-    """A GPT-2 (transformers `GPT2LMHeadModel`) decoded with preallocated keys and values.
+def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float, mask) -> torch.Tensor:
+    """q (B, H, L, hd) over keys and values (B, H, T, hd) -> (B, H, L, hd). For one new token, two
+    small matrix products (the fused kernel costs more at these sizes); for several, `mask`
+    (L, T) is the causal mask within the new ones."""
+    if q.shape[2] == 1:
+        weights = (q @ keys.transpose(-1, -2)).mul_(scale).softmax(-1)  # (B, H, 1, T)
+        return weights @ values  # (B, H, 1, hd)
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, L, hd)
 
-    `feed` is GPT-2's arithmetic written with functional calls on the model's own weights: a
-    module call costs ~10 us of Python and a token makes ~40 of them; attention for one new
-    token is two small matrix products (the fused kernel costs more at these sizes); the tanh
-    GELU is one call instead of transformers' six-operation formula."""
 
-    def __init__(self, lm, prefix: torch.Tensor):
+def causal_mask(start: int, end: int, device) -> torch.Tensor:
+    """(L, end): each of the new tokens at start..end-1 sees every earlier position and itself."""
+    return torch.arange(start, end, device=device)[:, None] >= torch.arange(end, device=device)[None]
+
+
+class GPT2Arithmetic:
+    """GPT-2's blocks written with functional calls on the model's own weights, shared by the
+    one-batch and the many-sequence decoders: a module call costs ~10 us of Python and a token
+    makes ~40 of them; the tanh GELU is one call instead of transformers' six-operation formula.
+    Who owns the keys and values, and how the rows' products are grouped, is the caller's."""
+
+    def __init__(self, lm):
         c = lm.config
         self.lm, self.heads, self.width = lm, c.n_head, c.n_embd
         self.eps = c.layer_norm_epsilon
         self.scale = (c.n_embd // c.n_head) ** -0.5
         self.gelu_tanh = c.activation_function in ("gelu_new", "gelu_pytorch_tanh")
-        b = prefix.shape[0]
-        shape = (c.n_layer, b, c.n_head, c.n_positions, c.n_embd // c.n_head)
-        like = lm.lm_head.weight  # the model's dtype and device
-        self.keys = torch.zeros(shape, dtype=like.dtype, device=like.device)  # (layers, B, H, max T, hd)
-        self.values = torch.zeros_like(self.keys)
-        self.length = 0  # positions written
-        self.feed(prefix)
 
     @staticmethod
     def supports(lm) -> bool:
@@ -53,39 +62,221 @@ class GPT2Decoding:
         return (c.model_type == "gpt2" and c.scale_attn_weights and not c.scale_attn_by_inverse_layer_idx
                 and not c.reorder_and_upcast_attn and not getattr(c, "add_cross_attention", False))
 
+    def buffers(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zeroed keys and values for `rows` sequences of the longest length."""
+        c = self.lm.config
+        like = self.lm.lm_head.weight  # the model's dtype and device
+        keys = torch.zeros((c.n_layer, rows, c.n_head, c.n_positions, c.n_embd // c.n_head),
+                           dtype=like.dtype, device=like.device)  # (layers, rows, H, max T, hd)
+        return keys, torch.zeros_like(keys)
+
+    def blocks(self, x: torch.Tensor, b: int, n: int, linear, attend) -> torch.Tensor:
+        """The hidden states x (B*L, D) of B rows' L new tokens through every block.
+        linear(c, a, W) is c + a @ W (torch.addmm: GPT-2's Conv1D weights are (in, out));
+        attend(layer, q, k, v) stores k and v (B, H, L, hd) and returns q's attention (B, H, L, hd)."""
+        d = self.width
+        for i, block in enumerate(self.lm.transformer.h):
+            attn, mlp = block.attn, block.mlp
+            h = F.layer_norm(x, (d,), block.ln_1.weight, block.ln_1.bias, self.eps)  # (B*L, D)
+            qkv = linear(attn.c_attn.bias, h, attn.c_attn.weight)  # (B*L, 3D)
+            q, k, v = qkv.view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (B, H, L, hd) each
+            a = attend(i, q, k, v).transpose(1, 2).reshape(b * n, d)  # (B*L, D)
+            x = linear(x, a, attn.c_proj.weight).add_(attn.c_proj.bias)  # residual
+            h = F.layer_norm(x, (d,), block.ln_2.weight, block.ln_2.bias, self.eps)
+            h = linear(mlp.c_fc.bias, h, mlp.c_fc.weight)  # (B*L, 4D)
+            h = F.gelu(h, approximate="tanh") if self.gelu_tanh else mlp.act(h)
+            x = linear(x, h, mlp.c_proj.weight).add_(mlp.c_proj.bias)  # residual
+        return x
+
+    def last_hidden(self, x: torch.Tensor, b: int, n: int) -> torch.Tensor:
+        """The final layer norm of each row's last new token: x (B*L, D) -> (B, D)."""
+        t = self.lm.transformer
+        return F.layer_norm(x.view(b, n, self.width)[:, -1], (self.width,), t.ln_f.weight, t.ln_f.bias, self.eps)
+
+
+class GPT2Decoding(GPT2Arithmetic):
+    """A GPT-2 (transformers `GPT2LMHeadModel`) decoded with preallocated keys and values, all
+    B rows at the same position (`GPT2Arithmetic` is the arithmetic)."""
+
+    def __init__(self, lm, prefix: torch.Tensor):
+        super().__init__(lm)
+        self.keys, self.values = self.buffers(prefix.shape[0])  # (layers, B, H, max T, hd)
+        self.length = 0  # positions written
+        self.feed(prefix)
+
     def feed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens (B, L) at the next L positions -> the logits after the last one (B, V)."""
         t = self.lm.transformer
         b, n = tokens.shape
-        d = self.width
         start, end = self.length, self.length + n
-        x = (t.wte(tokens) + t.wpe.weight[start:end]).view(b * n, d)  # (B*L, D)
-        # Each new token sees every earlier position and itself (a causal mask within the new ones).
-        mask = None
-        if n > 1:
-            mask = torch.arange(start, end, device=tokens.device)[:, None] >= torch.arange(end, device=tokens.device)[None]  # (L, end)
-        for i, block in enumerate(t.h):
-            attn, mlp = block.attn, block.mlp  # GPT-2's Conv1D weights are (in, out): x @ W + b
-            h = F.layer_norm(x, (d,), block.ln_1.weight, block.ln_1.bias, self.eps)  # (B*L, D)
-            qkv = torch.addmm(attn.c_attn.bias, h, attn.c_attn.weight)  # (B*L, 3D)
-            q, k, v = qkv.view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (B, H, L, hd) each
+        x = (t.wte(tokens) + t.wpe.weight[start:end]).view(b * n, self.width)  # (B*L, D)
+        mask = causal_mask(start, end, tokens.device) if n > 1 else None  # (L, end)
+
+        def attend(i, q, k, v):
             self.keys[i, :, :, start:end] = k
             self.values[i, :, :, start:end] = v
-            keys, values = self.keys[i, :, :, :end], self.values[i, :, :, :end]  # (B, H, T, hd)
-            if n == 1:
-                weights = (q @ keys.transpose(-1, -2)).mul_(self.scale).softmax(-1)  # (B, H, 1, T)
-                a = weights @ values  # (B, H, 1, hd)
-            else:
-                a = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, L, hd)
-            a = a.transpose(1, 2).reshape(b * n, d)  # (B*L, D)
-            x = torch.addmm(x, a, attn.c_proj.weight).add_(attn.c_proj.bias)  # residual
-            h = F.layer_norm(x, (d,), block.ln_2.weight, block.ln_2.bias, self.eps)
-            h = torch.addmm(mlp.c_fc.bias, h, mlp.c_fc.weight)  # (B*L, 4D)
-            h = F.gelu(h, approximate="tanh") if self.gelu_tanh else mlp.act(h)
-            x = torch.addmm(x, h, mlp.c_proj.weight).add_(mlp.c_proj.bias)  # residual
+            return attention(q, self.keys[i, :, :, :end], self.values[i, :, :, :end], self.scale, mask)
+
+        x = self.blocks(x, b, n, torch.addmm, attend)
         self.length = end
-        last = F.layer_norm(x.view(b, n, d)[:, -1], (d,), t.ln_f.weight, t.ln_f.bias, self.eps)  # (B, D)
-        self.logits = F.linear(last, self.lm.lm_head.weight)  # (B, V); GPT-2's head has no bias
+        self.logits = F.linear(self.last_hidden(x, b, n), self.lm.lm_head.weight)  # (B, V); GPT-2's head has no bias
+        return self.logits
+
+
+class BatchedGPT2Decoding(GPT2Arithmetic):
+    """Many sequences in one GPT-2, each at its own position: slots in preallocated keys and
+    values, given out and taken back as requests come and go (continuous batching).
+
+        decoder = BatchedGPT2Decoding(lm)
+        rows = decoder.add(prefix)         # prefix (R, P): R new rows, prefilled; decoder.logits (R, V)
+        decoder.feed(rows, tokens)         # tokens (N, L) for any N rows -> (N, V) after the last
+        decoder.remove(rows)               # their slots are free again
+
+    A row's logits are bit-for-bit `GPT2Decoding`'s for the same sequence, fed in the same
+    pieces. That takes care, because on CPU a matrix product's rows depend on how many rows it
+    has (MKL takes another kernel from 4 rows up), so a single product over every row would
+    differ in the last bits and, now and then, tip a sampled token:
+    - the rows one `add` made (one request's streams) are a block, fed as a segment of its own
+      in every product: one `baddbmm` for all segments of a size, which gives each segment
+      exactly what `addmm` gives it alone;
+    - attention is done per stretch of neighbouring slots at the same position, over that
+      position's keys only (no padding, which would change the softmax's sums): requests that
+      start together sit side by side and share one product.
+    """
+
+    def __init__(self, lm, rows: int = 8):
+        super().__init__(lm)
+        self.keys, self.values = self.buffers(rows)  # (layers, rows, H, max T, hd)
+        self.lengths = [0] * rows  # positions written, per slot
+        self.block: list[int | None] = [None] * rows  # which add() a slot's row came from; None: free
+        self.blocks_made = 0
+        self.logits = None
+
+    @property
+    def rows(self) -> list[int]:
+        """The slots in use."""
+        return [s for s, b in enumerate(self.block) if b is not None]
+
+    def _free_slots(self, r: int) -> int:
+        """The first of r free neighbouring slots, the buffers grown if there are none."""
+        run = 0
+        for s, b in enumerate(self.block):
+            run = run + 1 if b is None else 0
+            if run == r:
+                return s - r + 1
+        tail = len(self.block) - run  # free slots at the end are used first
+        grow = max(len(self.block), tail + r - len(self.block))
+        more_keys, more_values = self.buffers(grow)
+        self.keys = torch.cat([self.keys, more_keys], 1)
+        self.values = torch.cat([self.values, more_values], 1)
+        self.lengths += [0] * grow
+        self.block += [None] * grow
+        return tail
+
+    @torch.no_grad()
+    def add(self, prefix: torch.Tensor) -> list[int]:
+        """New rows for the sequences prefix (R, P), fed the prefix in one pass: their slots.
+        `self.logits` (R, V) are the logits after it."""
+        r = prefix.shape[0]
+        first = self._free_slots(r)
+        rows = list(range(first, first + r))
+        for s in rows:
+            self.block[s], self.lengths[s] = self.blocks_made, 0
+        self.blocks_made += 1
+        self.feed(rows, prefix)
+        return rows
+
+    def remove(self, rows) -> None:
+        """Frees the rows' slots (what their keys held is overwritten by the next rows there)."""
+        for s in [int(r) for r in rows]:
+            if self.block[s] is None:
+                raise ValueError(f"row {s} is not in use")
+            self.block[s], self.lengths[s] = None, 0
+
+    def _layout(self, rows: list[int]):
+        """The order the rows go through the model in (segments of a size together), the
+        products' bands [(segments, rows per segment)], and the attention groups
+        [(first, last + 1 in that order, first slot, position)]."""
+        segments: list[list[int]] = []
+        for j in sorted(range(len(rows)), key=rows.__getitem__):
+            s = rows[j]
+            if segments and rows[segments[-1][-1]] == s - 1 and self.block[s - 1] == self.block[s]:
+                segments[-1].append(j)
+            else:
+                segments.append([j])
+        segments.sort(key=len)  # stable: by slot within a size
+        order = [j for seg in segments for j in seg]
+        bands: list[list[int]] = []
+        for seg in segments:
+            if bands and bands[-1][1] == len(seg):
+                bands[-1][0] += 1
+            else:
+                bands.append([1, len(seg)])
+        groups: list[list[int]] = []
+        for at, j in enumerate(order):
+            s = rows[j]
+            if groups and groups[-1][2] + at - groups[-1][0] == s and groups[-1][3] == self.lengths[s]:
+                groups[-1][1] = at + 1
+            else:
+                groups.append([at, at + 1, s, self.lengths[s]])
+        return order, bands, groups
+
+    @torch.no_grad()
+    def feed(self, rows, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens (N, L) for the given rows, each at its own next L positions -> the logits after
+        each row's last one (N, V), in the rows' order."""
+        rows = [int(r) for r in rows]
+        n, l = tokens.shape
+        if len(set(rows)) != n or any(self.block[s] is None for s in rows):
+            raise ValueError("feed needs one row of tokens for each of distinct rows in use")
+        if max(self.lengths[s] for s in rows) + l > self.keys.shape[3]:
+            raise ValueError("a row would pass the model's longest sequence")
+        order, bands, groups = self._layout(rows)
+        index = torch.tensor(order)
+        slots = [rows[j] for j in order]
+        positions = torch.tensor([self.lengths[s] for s in slots])[:, None] + torch.arange(l)  # (N, L)
+        t = self.lm.transformer
+        x = (t.wte(tokens[index]) + t.wpe.weight[positions]).view(n * l, self.width)  # (N*L, D)
+
+        def linear(c, a, w):
+            """c + a @ w, each segment's rows on their own (see the class's docstring)."""
+            if len(bands) == 1 and bands[0][0] == 1:
+                return torch.addmm(c, a, w)
+            out, at = [], 0
+            for count, size in bands:
+                m = size * l
+                part = c.expand(count, m, c.shape[-1]) if c.dim() == 1 else c[at : at + count * m].view(count, m, -1)
+                out.append(torch.baddbmm(part, a[at : at + count * m].view(count, m, -1),
+                                         w.expand(count, *w.shape)).view(count * m, -1))  # (segments*m, out)
+                at += count * m
+            return out[0] if len(out) == 1 else torch.cat(out)
+
+        def attend(i, q, k, v):
+            out = []
+            for first, last, slot, start in groups:
+                span, end = slice(slot, slot + last - first), start + l
+                self.keys[i, span, :, start:end] = k[first:last]
+                self.values[i, span, :, start:end] = v[first:last]
+                mask = causal_mask(start, end, tokens.device) if l > 1 else None  # (L, end)
+                out.append(attention(q[first:last], self.keys[i, span, :, :end], self.values[i, span, :, :end],
+                                     self.scale, mask))  # (rows, H, L, hd)
+            return out[0] if len(out) == 1 else torch.cat(out)
+
+        x = self.blocks(x, n, l, linear, attend)
+        last, head, at, logits = self.last_hidden(x, n, l), self.lm.lm_head.weight, 0, []  # (N, D)
+        for count, size in bands:
+            part = last[at : at + count * size]
+            logits.append(F.linear(part, head) if count == 1 else
+                          torch.bmm(part.view(count, size, -1), head.t().expand(count, *head.t().shape)).view(count * size, -1))
+            at += count * size
+        for s in slots:
+            self.lengths[s] += l
+        ordered = logits[0] if len(logits) == 1 else torch.cat(logits)  # (N, V) in the model's order
+        if order == sorted(order):
+            self.logits = ordered
+        else:
+            self.logits = torch.empty_like(ordered)
+            self.logits[index] = ordered
         return self.logits
 
 

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the repository root, where app.py is
 QUIET_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
              "DO_NOT_TRACK": "1"}
 
@@ -103,9 +103,9 @@ def engine_in_workers(assets: str | None, prompt: str, repeats: int) -> float:
         pool.close()
 
 
-def start_app(assets: str | None, port: int, log, workers: int | None = None) -> subprocess.Popen:
+def start_app(assets: str | None, port: int, log, workers: int | None = None, extra: list[str] = ()) -> subprocess.Popen:
     cmd = [sys.executable, "app.py", "--port", str(port)] + (["--assets", assets] if assets else [])
-    cmd += [] if workers is None else ["--workers", str(workers)]
+    cmd += ([] if workers is None else ["--workers", str(workers)]) + list(extra)
     env = {**os.environ, **QUIET_ENV}
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 

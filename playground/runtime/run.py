@@ -220,14 +220,27 @@ class LiveRun:
         """The part of compute_cpu_s spent in this process."""
         return sum(t.compute_cpu_s for t in self.tracks if not t.remote)
 
+    @property
+    def queued(self) -> tuple[int, float] | None:
+        """(place in line, about how many seconds) while a batch worker has no room for this run yet."""
+        with self._workers_lock:
+            places = [w.queued for w in self._workers.values() if getattr(w, "queued", None)]
+        return max(places) if places else None
+
     def frames_to_show(self, pacer: Pacer) -> Iterator[list[tuple[Track, object]]]:
-        """Yield [(track, its newest frame)] whenever the pacer says the page is due an update.
-        Ends when the worker has exited and the last frames were handed out."""
+        """Yield [(track, its newest frame)] whenever the pacer says the page is due an update,
+        and [] when the run's place in a batch worker's line changes. Ends when the worker has
+        exited and the last frames were handed out."""
+        told = None
         while True:
             with self.changed:
                 self.changed.wait_for(lambda: self.done.is_set() or any(t.unshown for t in self.tracks), timeout=0.1)
             if self.error is not None:
                 raise self.error
+            if (queued := self.queued) != told and not any(t.frames for t in self.tracks):
+                told = queued
+                yield []
+                continue
             due, wait = pacer.due(self)
             if due:
                 for t in due:

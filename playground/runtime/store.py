@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from pathlib import Path
@@ -19,6 +20,7 @@ from playground.outputs import comparison_strip, save_gif, save_mp4
 from playground.runtime.run import LiveRun
 
 MAX_RUNS = 8  # finished runs kept for scrubbing and downloads (a few MB each)
+SETTLE_S = 30.0  # a finished run is kept at least this long (its page reads its last files)
 GIF_FRAMES = 32
 
 
@@ -35,8 +37,13 @@ class RunStore:
     def add(self, run: LiveRun) -> None:
         with self._lock:
             self._runs[run.id] = run
-            while len(self._runs) > self.max_runs:
-                old_id, _ = self._runs.popitem(last=False)
+            # A run still computing, or whose last pictures may still be on their way to the page,
+            # is never dropped: with batching, a whole class's runs are in progress at once.
+            now = time.perf_counter()
+            settled = [rid for rid, r in self._runs.items()
+                       if r.done.is_set() and now - (r.ended_at or now) > SETTLE_S]
+            for old_id in settled[: max(0, len(self._runs) - self.max_runs)]:
+                del self._runs[old_id]
                 shutil.rmtree(self.folder / old_id, ignore_errors=True)
 
     def get(self, run_id: str | None) -> LiveRun | None:

@@ -21,6 +21,7 @@ from playground.training.loop import Checkpointer, draw_seed, pick_device, run_l
 from playground.training.optim import build_optimizer
 from playground.world.data import build_dataset
 
+
 def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """L1 + MSE, weighted towards what the checker looks at: the objects (pixels that differ
     from the picture's background, the colour of its top-left corner) and their edges.

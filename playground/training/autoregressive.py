@@ -13,6 +13,7 @@ from playground.training.loop import Checkpointer, batch_sampler, draw_seed, pic
 from playground.training.optim import build_optimizer
 from playground.world.data import training_captions
 
+
 def train_autoregressive(args) -> None:
     torch.manual_seed(args.seed)
     _, codes, scenes = load_encoded(args)

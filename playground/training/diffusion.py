@@ -32,6 +32,7 @@ from playground.training.loop import Checkpointer, batch_sampler, draw_seed, pic
 from playground.training.optim import build_optimizer
 from playground.world.data import training_captions
 
+
 def train_diffusion(args) -> None:
     torch.manual_seed(args.seed)
     latents, _, scenes = load_encoded(args)

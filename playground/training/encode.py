@@ -13,6 +13,7 @@ from playground.training import loop
 from playground.world.data import build_dataset
 from playground.world.text import PromptEncoder, save_tokenizer
 
+
 def encoder_fingerprint(vq) -> str:
     """What an encoded training set depends on: the encoder, its codebook and the latents' scale.
     A decoder fine-tune leaves it as it is; a retrained autoencoder changes it."""

@@ -24,8 +24,9 @@ from playground.editing import EditInput
 from playground.engine import Engine
 from playground.errors import ModelNotFoundError, SettingsError
 from playground.frames import upscale
+from playground.runtime.batching import BatchConfig, BatchPool
 from playground.runtime.pacing import Pacer
-from playground.runtime.run import EngineHolder, LiveRun, torch_threads
+from playground.runtime.run import GENERATE_CONCURRENCY, EngineHolder, LiveRun, torch_threads
 from playground.runtime.store import RunStore, write_downloads
 from playground.runtime.workers import WorkerPool
 from playground.settings import MAX_SEED, EditSettings, GenerationSettings, validate_prompt
@@ -40,6 +41,7 @@ from playground.ui.views import (
     filmstrip,
     ordered,
     panels,
+    queue_status,
     start_warning,
     track_view,
 )
@@ -58,10 +60,13 @@ def session_of(request: gr.Request | None) -> str | None:
 class Playground:
     """The event handlers of one app: the shared engine, recent runs and each session's run."""
 
-    def __init__(self, engine_loader: Callable[[], Engine] | None = None, workers: int = 0):
+    def __init__(self, engine_loader: Callable[[], Engine] | None = None, workers: int = 0,
+                 batch: BatchConfig | None = None, max_queue: int = QUEUE_SIZE):
         self.engine = EngineHolder(engine_loader)
         self.workers = workers  # sampler worker processes (0: the samplers run on threads)
-        self.pool: WorkerPool | None = None
+        self.batch = batch  # run every request in two batch workers instead (runtime/batching.py)
+        self.max_queue = max_queue
+        self.pool: WorkerPool | BatchPool | None = None
         self.runs = RunStore()
         self._session_runs: OrderedDict[str, str] = OrderedDict()  # session -> its latest run id
         self._lock = threading.Lock()
@@ -73,10 +78,13 @@ class Playground:
             engine = self.engine.get()
         except ModelNotFoundError as exc:
             raise gr.Error(str(exc), title="Models missing") from None
-        if self.workers and self.pool is None:
+        if (self.workers or self.batch) and self.pool is None:
             with self._lock:
                 if self.pool is None:  # runs use threads until the workers have loaded the models
-                    self.pool = WorkerPool(engine.folder, self.workers, threads=torch_threads()).start()
+                    if self.batch is not None:
+                        self.pool = BatchPool(engine.folder, self.batch, max_queue=self.max_queue).start()
+                    else:
+                        self.pool = WorkerPool(engine.folder, self.workers, threads=torch_threads()).start()
                     atexit.register(self.pool.close)
         return engine
 
@@ -86,8 +94,14 @@ class Playground:
         self.get_engine()
         if self.pool is not None:
             ready = self.pool.wait_ready()
-            log.info("%d sampler workers %s in %.1f s", self.workers, "ready" if ready else "NOT ready (runs use threads)",
-                     time.perf_counter() - started)
+            log.info("%s %s in %.1f s", "batch workers" if self.batch else f"{self.workers} sampler workers",
+                     "ready" if ready else "NOT ready (runs use threads)", time.perf_counter() - started)
+
+    @property
+    def generate_concurrency(self) -> int:
+        """Generate requests the page serves at once: with batching, as many as the batch
+        workers take in (they queue the rest themselves, and say so); else one per two workers."""
+        return self.max_queue if self.batch is not None else GENERATE_CONCURRENCY
 
     @staticmethod
     def encode_prompt(engine: Engine, prompt: str, settings: GenerationSettings):
@@ -152,6 +166,9 @@ class Playground:
                             once={"scrub": gr.update(interactive=False)})
             pacer = Pacer()
             for due in run.frames_to_show(pacer):
+                if not due:  # waiting for a place in the batch
+                    yield ordered(resend(queue_status(run.queued)))
+                    continue
                 changed = {}
                 for track, frame in due:
                     changed.update(files.convert(track_view(track, frame)))

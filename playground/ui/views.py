@@ -175,3 +175,12 @@ def end_warning(encoded) -> str | None:
         return None  # said at the start
     return encoded.message() or None
 
+
+def queue_status(queued: tuple[int, float] | None) -> dict:
+    """Both status lines while a run waits for its place in the batch workers."""
+    if queued is None:
+        text = "starting …"
+    else:
+        place, seconds = queued
+        text = f"⏳ you are number {place} in the queue, about {seconds:.0f} s"
+    return {"diffusion_status": text, "ar_status": text}

@@ -1,0 +1,184 @@
+"""A class pressing Generate at once: the page under load, with batching on and off, side by side.
+
+    python -m playground.evaluation.load                      # 30 sessions, batching on, then off
+    python -m playground.evaluation.load --sessions 10 --modes on
+    python -m playground.evaluation.load --sessions 30 --rounds 10 --modes on   # 300 requests: memory
+
+For each mode, `python app.py` is started as its own process; N gradio_client sessions submit
+/generate at the same moment, each with its own prompt and seed. Printed per mode: seconds from
+submit to the first picture (p50, p95) and to both final pictures (p50, p95, max), pictures per
+second, errors, the app's memory (RSS of the page and its worker processes) before and after,
+and cross-talk: each session's final pictures compared with the same prompt and seed computed
+alone in this process (PSNR; a picture of another request would be far below 30 dB).
+
+Run it on an otherwise idle machine: other busy processes make every figure noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from playground.evaluation.bench_app import (
+    QUIET_ENV,
+    free_port,
+    has_picture,
+    start_app,
+    wait_until_idle,
+    wait_until_serving,
+)
+
+PROMPTS = (
+    "a large red circle on the left and a small blue star on the right on a yellow background",
+    "a purple star",
+    "a small green triangle at the top",
+    "a large white heart on a black background",
+    "an orange square in the center on a blue background",
+    "a yellow circle at the bottom and a red heart at the top",
+    "a blue star on the right on a white background",
+    "a small black triangle on the left on a green background",
+)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its children, in MB (Linux /proc; 0 elsewhere)."""
+    total, pids = 0.0, [pid]
+    while pids:
+        p = pids.pop()
+        status = Path(f"/proc/{p}/status")
+        if not status.exists():
+            continue
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+        children = Path(f"/proc/{p}/task/{p}/children")
+        if children.exists():
+            pids += [int(c) for c in children.read_text().split()]
+    return total
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
+
+
+def one_session(url: str, prompt: str, seed: int) -> dict:
+    """Submit /generate as a new visitor: seconds to the first picture and to the end, the finals."""
+    from gradio_client import Client
+
+    from playground.ui.views import OUTPUTS
+
+    client = Client(url, verbose=False, analytics_enabled=False)
+    started = time.perf_counter()
+    job = client.submit(prompt=prompt, seed=seed, api_name="/generate")
+    first = None
+    while not job.done():
+        if first is None and any(has_picture(u[0]) or has_picture(u[1]) for u in job.outputs()):
+            first = time.perf_counter()
+        time.sleep(0.02)
+    final = job.result()
+    ended = time.perf_counter()
+    pictures = [np.asarray(Image.open(final[OUTPUTS.index(k)]).convert("RGB")) for k in ("diffusion_image", "ar_image")]
+    return {"first_s": (first or ended) - started, "total_s": ended - started, "pictures": pictures,
+            "prompt": prompt, "seed": seed}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def alone(engine, prompt: str, seed: int) -> list[np.ndarray]:
+    """Both final pictures of one request computed alone (the reference for cross-talk)."""
+    from playground.settings import GenerationSettings
+
+    settings = GenerationSettings(seed=seed)
+    out = []
+    for run in (engine.diffusion_progressive(prompt, **settings.diffusion_kwargs()),
+                engine.autoregressive_progressive(prompt, **settings.autoregressive_kwargs())):
+        frame = None
+        for frame in run:
+            pass
+        out.append(frame.image())
+    return out
+
+
+def load_mode(assets: str | None, batch: bool, sessions: int, rounds: int) -> dict:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with tempfile.TemporaryFile() as log:
+        app = start_app(assets, port, log, extra=["--batch", "1" if batch else "0"])
+        try:
+            wait_until_serving(app, port, log)
+            wait_until_idle(app.pid)
+            one_session(url, PROMPTS[0], 0)  # warm-up
+            rss_before = rss_mb(app.pid)
+            results, errors, started = [], [], time.perf_counter()
+            for r in range(rounds):
+                with ThreadPoolExecutor(max_workers=sessions) as pool:
+                    futures = [pool.submit(one_session, url, PROMPTS[i % len(PROMPTS)], 100 * r + i)
+                               for i in range(sessions)]
+                    for f in futures:
+                        try:
+                            results.append(f.result(timeout=900))
+                        except Exception as exc:  # counted and shown: this is a measurement
+                            errors.append(f"{type(exc).__name__}: {exc}")
+            wall = time.perf_counter() - started
+            rss_after = rss_mb(app.pid)
+        finally:
+            app.terminate()
+            app.wait(timeout=30)
+    return {"results": results, "errors": errors, "wall_s": wall, "rss": (rss_before, rss_after)}
+
+
+def report(name: str, m: dict, engine, check: int) -> None:
+    res = m["results"]
+    first, total = [r["first_s"] for r in res], [r["total_s"] for r in res]
+    print(f"\nbatching {name}: {len(res)} finished, {len(m['errors'])} errors"
+          + (f" (first: {m['errors'][0]})" if m["errors"] else ""))
+    if not res:
+        return
+    print(f"  first picture: p50 {percentile(first, 0.5):.1f} s, p95 {percentile(first, 0.95):.1f} s")
+    print(f"  submit -> final: p50 {percentile(total, 0.5):.1f} s, p95 {percentile(total, 0.95):.1f} s, "
+          f"max {max(total):.1f} s")
+    print(f"  pictures per second (both panels count): {2 * len(res) / m['wall_s']:.2f}")
+    print(f"  app memory (page + workers): {m['rss'][0]:.0f} MB before, {m['rss'][1]:.0f} MB after")
+    worst = {"diffusion": float("inf"), "autoregressive": float("inf")}
+    for r in res[:check]:
+        for kind, shown, ref in zip(worst, r["pictures"], alone(engine, r["prompt"], r["seed"])):
+            scale = shown.shape[0] // ref.shape[0]
+            worst[kind] = min(worst[kind], psnr(shown[::scale, ::scale], ref))
+    print(f"  cross-talk check, {min(check, len(res))} sessions against the same request alone: lowest PSNR "
+          + ", ".join(f"{k} {v:.1f} dB" for k, v in worst.items()) + " (inf: identical)")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--assets", default=os.environ.get("PLAYGROUND_ASSETS"), help="model folder (default: assets/)")
+    p.add_argument("--sessions", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=1, help="press Generate together this many times")
+    p.add_argument("--modes", nargs="+", choices=("on", "off"), default=["on", "off"])
+    p.add_argument("--check", type=int, default=30, help="sessions whose pictures are compared with solo runs")
+    args = p.parse_args(argv)
+    os.environ.update(QUIET_ENV)
+    import torch
+
+    from playground.engine import load_engine
+
+    torch.set_num_threads(1)
+    engine = load_engine(args.assets)
+    measured = {mode: load_mode(args.assets, mode == "on", args.sessions, args.rounds) for mode in args.modes}
+    print(f"\n{args.sessions} sessions pressing Generate at once, {args.rounds} time(s)")
+    for mode, m in measured.items():
+        report(mode, m, engine, args.check)
+
+
+if __name__ == "__main__":
+    main()
