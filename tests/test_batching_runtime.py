@@ -92,3 +92,11 @@ def test_the_run_store_never_drops_a_run_in_progress(monkeypatch):
     # over the limit: only the runs finished long ago go, oldest first, and only as many as needed
     assert runs.get("r10") is None and runs.get("r11") is None
     assert runs.get("r12") is not None and all(runs.get(r.id) for r in live)
+
+
+def test_a_class_streaming_at_once_shows_fewer_frames_each():
+    from playground.runtime.pacing import MIN_FRAMES, MIN_FRAMES_UNDER_LOAD, min_frames_for
+
+    assert [min_frames_for(n) for n in (1, 2, 4)] == [MIN_FRAMES] * 3
+    assert MIN_FRAMES_UNDER_LOAD <= min_frames_for(6) < MIN_FRAMES
+    assert min_frames_for(30) == min_frames_for(300) == MIN_FRAMES_UNDER_LOAD

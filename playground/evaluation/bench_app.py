@@ -16,8 +16,8 @@
 
 4. With --sessions N: N gradio_client sessions submit /generate at the same moment (a class
    pressing Generate together), each its own prompt and seed; seconds from submit to the
-   final result, p50 / p95 / max, and errors. The queue computes GENERATE_CONCURRENCY runs at
-   once, so the last visitor waits for the runs ahead of them.
+   final result, p50 / p95 / max, and errors. `python -m playground.evaluation.load` measures
+   the same with batching on and off side by side, first pictures and memory too.
 
 Run it on an otherwise idle machine: other busy processes make every figure noisy.
 """
@@ -207,9 +207,7 @@ def many_sessions(url: str, prompt: str, sessions: int) -> tuple[list[float], li
 
 
 def report_sessions(seconds: list[float], errors: list[str], sessions: int) -> None:
-    from playground.runtime.run import GENERATE_CONCURRENCY
-
-    print(f"\n{sessions} sessions pressing Generate at once ({GENERATE_CONCURRENCY} runs computed at a time)")
+    print(f"\n{sessions} sessions pressing Generate at once (the app's default settings)")
     if seconds:
         p95 = seconds[min(len(seconds) - 1, int(round(0.95 * (len(seconds) - 1))))]
         print(f"  submit -> final result: p50 {median(seconds):.1f} s, p95 {p95:.1f} s, max {seconds[-1]:.1f} s")

@@ -47,21 +47,39 @@ PROMPTS = (
 )
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its children, in MB (Linux /proc; 0 elsewhere)."""
-    total, pids = 0.0, [pid]
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (Linux /proc; just the process elsewhere)."""
+    found, pids = [], [pid]
     while pids:
         p = pids.pop()
-        status = Path(f"/proc/{p}/status")
-        if not status.exists():
-            continue
-        for line in status.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) / 1024
+        found.append(p)
         children = Path(f"/proc/{p}/task/{p}/children")
         if children.exists():
             pids += [int(c) for c in children.read_text().split()]
+    return found
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its children, in MB (0 where /proc is missing)."""
+    total = 0.0
+    for p in process_tree(pid):
+        status = Path(f"/proc/{p}/status")
+        if status.exists():
+            total += sum(int(line.split()[1]) / 1024 for line in status.read_text().splitlines()
+                         if line.startswith("VmRSS:"))
     return total
+
+
+def cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of the app's page process and of each of its workers."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for p in process_tree(pid):
+        stat = Path(f"/proc/{p}/stat")
+        if stat.exists():
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            out["page" if p == pid else f"worker {p}"] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -70,24 +88,38 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def one_session(url: str, prompt: str, seed: int) -> dict:
-    """Submit /generate as a new visitor: seconds to the first picture and to the end, the finals."""
+    """Submit /generate as a new visitor: seconds to the first picture and to the end, the finals.
+    The client fetches only the final pictures (a browser fetches the ones it shows too, but a
+    client that downloads every frame in this process would take the CPU from the app)."""
     from gradio_client import Client
 
     from playground.ui.views import OUTPUTS
 
-    client = Client(url, verbose=False, analytics_enabled=False)
+    client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
     started = time.perf_counter()
     job = client.submit(prompt=prompt, seed=seed, api_name="/generate")
-    first = None
+    first, seen = None, 0
     while not job.done():
-        if first is None and any(has_picture(u[0]) or has_picture(u[1]) for u in job.outputs()):
+        outputs = job.outputs()
+        if first is None and any(has_picture(u[0]) or has_picture(u[1]) for u in outputs[seen:]):
             first = time.perf_counter()
-        time.sleep(0.02)
+        seen = len(outputs)
+        time.sleep(0.05 if first is None else 0.25)
     final = job.result()
     ended = time.perf_counter()
-    pictures = [np.asarray(Image.open(final[OUTPUTS.index(k)]).convert("RGB")) for k in ("diffusion_image", "ar_image")]
+    pictures = [fetch_picture(url, final[OUTPUTS.index(k)]) for k in ("diffusion_image", "ar_image")]
     return {"first_s": (first or ended) - started, "total_s": ended - started, "pictures": pictures,
             "prompt": prompt, "seed": seed}
+
+
+def fetch_picture(url: str, value) -> np.ndarray:
+    """A picture output (a file the app serves) as an array."""
+    import io
+    import urllib.request
+
+    link = value["url"] if isinstance(value, dict) else f"{url}gradio_api/file={value}"
+    with urllib.request.urlopen(link, timeout=60) as response:
+        return np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -119,7 +151,7 @@ def load_mode(assets: str | None, batch: bool, sessions: int, rounds: int) -> di
             wait_until_serving(app, port, log)
             wait_until_idle(app.pid)
             one_session(url, PROMPTS[0], 0)  # warm-up
-            rss_before = rss_mb(app.pid)
+            rss_before, cpu_before = rss_mb(app.pid), cpu_s(app.pid)
             results, errors, started = [], [], time.perf_counter()
             for r in range(rounds):
                 with ThreadPoolExecutor(max_workers=sessions) as pool:
@@ -131,11 +163,12 @@ def load_mode(assets: str | None, batch: bool, sessions: int, rounds: int) -> di
                         except Exception as exc:  # counted and shown: this is a measurement
                             errors.append(f"{type(exc).__name__}: {exc}")
             wall = time.perf_counter() - started
-            rss_after = rss_mb(app.pid)
+            rss_after, cpu_after = rss_mb(app.pid), cpu_s(app.pid)
         finally:
             app.terminate()
             app.wait(timeout=30)
-    return {"results": results, "errors": errors, "wall_s": wall, "rss": (rss_before, rss_after)}
+    cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+    return {"results": results, "errors": errors, "wall_s": wall, "rss": (rss_before, rss_after), "cpu": cpu}
 
 
 def report(name: str, m: dict, engine, check: int) -> None:
@@ -150,6 +183,7 @@ def report(name: str, m: dict, engine, check: int) -> None:
           f"max {max(total):.1f} s")
     print(f"  pictures per second (both panels count): {2 * len(res) / m['wall_s']:.2f}")
     print(f"  app memory (page + workers): {m['rss'][0]:.0f} MB before, {m['rss'][1]:.0f} MB after")
+    print("  CPU seconds spent: " + ", ".join(f"{k} {v:.1f}" for k, v in m["cpu"].items() if v >= 0.05))
     worst = {"diffusion": float("inf"), "autoregressive": float("inf")}
     for r in res[:check]:
         for kind, shown, ref in zip(worst, r["pictures"], alone(engine, r["prompt"], r["seed"])):

@@ -13,6 +13,18 @@ from playground.runtime.workers import Track
 MAX_UPDATES_PER_SECOND = 20  # page updates (both panels): more is wasted on a projector
 DISPLAY_SHARE = 0.2  # CPU for showing frames, at most this share of the samplers' CPU
 MIN_FRAMES = 12  # ... but every run shows at least this many frames, whatever they cost
+CALM_STREAMS = 4  # up to this many pages streaming at once, each gets MIN_FRAMES
+MIN_FRAMES_UNDER_LOAD = 6  # with a whole class streaming, each run still shows this many
+
+
+def min_frames_for(streams: int) -> int:
+    """Frames every run shows at least, when `streams` pages are streaming runs at once. Each
+    shown frame costs this process a preview decode and a PNG (about 20 ms for diffusion, 9 ms
+    for the autoregressive grid on these CPUs), taken from the samplers on two cores: with a
+    class of thirty at once, twelve frames each would cost more than the samplers themselves."""
+    if streams <= CALM_STREAMS:
+        return MIN_FRAMES
+    return max(MIN_FRAMES_UNDER_LOAD, round(MIN_FRAMES * CALM_STREAMS / streams))
 
 
 class Pacer:

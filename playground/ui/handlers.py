@@ -25,7 +25,7 @@ from playground.engine import Engine
 from playground.errors import ModelNotFoundError, SettingsError
 from playground.frames import upscale
 from playground.runtime.batching import BatchConfig, BatchPool
-from playground.runtime.pacing import Pacer
+from playground.runtime.pacing import Pacer, min_frames_for
 from playground.runtime.run import GENERATE_CONCURRENCY, EngineHolder, LiveRun, torch_threads
 from playground.runtime.store import RunStore, write_downloads
 from playground.runtime.workers import WorkerPool
@@ -67,6 +67,7 @@ class Playground:
         self.batch = batch  # run every request in two batch workers instead (runtime/batching.py)
         self.max_queue = max_queue
         self.pool: WorkerPool | BatchPool | None = None
+        self.streams = 0  # pages streaming a run now (fewer frames each when a class is)
         self.runs = RunStore()
         self._session_runs: OrderedDict[str, str] = OrderedDict()  # session -> its latest run id
         self._lock = threading.Lock()
@@ -159,12 +160,14 @@ class Playground:
         stats = RunStats(started)
         files = self.files(run)
         run.start()
+        with self._lock:
+            self.streams += 1
+            pacer = Pacer(min_frames=min_frames_for(self.streams))
         try:
             # Every update carries every output but the slider (see Resend), none of the last run's.
             resend = Resend(steady={"diffusion_filmstrip": [], "ar_filmstrip": [], "run_key": run.key, "stats": None,
                                     "diffusion_status": "starting …", "ar_status": "starting …"},
                             once={"scrub": gr.update(interactive=False)})
-            pacer = Pacer()
             for due in run.frames_to_show(pacer):
                 if not due:  # waiting for a place in the batch
                     yield ordered(resend(queue_status(run.queued)))
@@ -183,6 +186,8 @@ class Playground:
             raise gr.Error(f"Generation failed: {type(exc).__name__}: {exc}") from None
         finally:
             run.request_stop()  # also when the page goes away or Stop cancels this generator
+            with self._lock:
+                self.streams -= 1
 
     def files(self, run: LiveRun) -> PictureFiles:
         return PictureFiles(self.runs.folder_of(run))
