@@ -74,7 +74,6 @@ class Active:
     started: float = field(default_factory=time.perf_counter)
     compute_ms: float = 0.0
     compute_cpu_s: float = 0.0
-    steps: int = 0
     fraction: float = 0.0  # of the run done (the last frame's)
 
     def due_in(self, now: float) -> float:
@@ -162,7 +161,6 @@ class BatchLoop:
         for a, frame in zip(due, frames):
             a.compute_ms += spent_ms
             a.compute_cpu_s += spent_cpu
-            a.steps += 1
             a.fraction = frame.fraction
             light = dataclasses.replace(frame, autoencoder=None)  # the page has its own decoder
             self.send(a.job, "frame", (light, a.compute_ms, a.compute_cpu_s))
@@ -249,12 +247,6 @@ class _Stop:
         if not self._set:
             self._set = True
             self._handle.worker.send_stop(self._handle.job)
-
-    def clear(self) -> None:
-        self._set = False
-
-    def is_set(self) -> bool:
-        return self._set
 
 
 class BatchHandle:

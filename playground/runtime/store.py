@@ -20,7 +20,7 @@ from playground.outputs import comparison_strip, save_gif, save_mp4
 from playground.runtime.run import LiveRun
 
 MAX_RUNS = 8  # finished runs kept for scrubbing and downloads (a few MB each)
-SETTLE_S = 30.0  # a finished run is kept at least this long (its page reads its last files)
+SETTLE_S = 10.0  # a finished run is kept at least this long (its page reads its last files)
 GIF_FRAMES = 32
 
 
