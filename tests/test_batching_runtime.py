@@ -16,7 +16,9 @@ def kwargs_of(kind: str, seed: int) -> dict:
     return s.diffusion_kwargs() if kind == "diffusion" else s.autoregressive_kwargs()
 
 
-def drain(loop: BatchLoop, messages: list, stop_after: dict[int, int] = {}) -> None:
+def drain(loop: BatchLoop, stop_after: dict[int, int] | None = None) -> None:
+    """Step until every request has ended; `stop_after` {job: step}: stop that job after that step."""
+    stop_after = stop_after or {}
     steps = 0
     while loop.active or loop.waiting:
         loop.step()
@@ -37,7 +39,7 @@ def test_requests_wait_their_turn_stop_and_match_their_solo_runs(tiny_engine, ki
     assert set(loop.active) == {0, 1} and [w[0] for w in loop.waiting] == [2, 9]
     assert (2, "queued") == messages[-2][:2] and messages[-2][2][0] == 1  # first in line
     assert (9, "queued") == messages[-1][:2] and messages[-1][2][0] == 2
-    drain(loop, messages, stop_after={9: 1})  # 9 leaves the line before its turn
+    drain(loop, stop_after={9: 1})  # 9 leaves the line before its turn
     ends = {job: payload for job, status, payload in messages if status == "end"}
     assert ends == {0: None, 1: None, 2: None, 9: None}
     progressive = tiny_engine.diffusion_progressive if kind == "diffusion" else tiny_engine.autoregressive_progressive
@@ -60,7 +62,7 @@ def test_a_bad_request_ends_alone(tiny_engine):
     loop = BatchLoop(tiny_engine, "diffusion", BatchConfig(), lambda *m: messages.append(m))
     loop.start(1, "a purple star", {**kwargs_of("diffusion", 0), "scheduler": "nope"}, 0.0)
     loop.start(2, "a purple star", kwargs_of("diffusion", 0), 0.0)
-    drain(loop, messages)
+    drain(loop)
     ends = {job: payload for job, status, payload in messages if status == "end"}
     assert ends[2] is None and "nope" in ends[1]
 

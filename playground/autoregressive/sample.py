@@ -58,8 +58,18 @@ class AutoregressiveRun:
             ...                                           # the model fed them on run's rows
             frame = run.advance(logits)                   # logits (B, V) after them: steps 2-4
 
-    The arguments are `autoregressive_progressive`'s. Everything a run draws comes from its own
-    generator, so it writes the same codes however it is batched."""
+    `regional` (0 to 1): for a prompt with two objects at opposite places, how much of the
+    conditional logits for a cell come from the prompt of the object whose half holds the cell
+    (`regions.regional_prompts`: one more stream per object) rather than from the whole prompt.
+
+    Editing: `image` (64, 64, 3) uint8 is turned into codes, and `keep` ((g*g,) or (g, g) bool,
+    raster order) says which of them are copied: the grid is walked in raster order, a kept
+    cell's code is fed to the model as if it had written it, every other cell is sampled. The
+    model sees only the cells above and to the left of the one it writes. Frames come for the
+    written cells only (`total` = how many); their `codes` hold the kept ones from the start.
+
+    Everything a run draws comes from its own generator, so it writes the same codes however it
+    is batched."""
 
     def __init__(self, model: AutoregressiveModel, prompt: str, seed: int = 0, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, guidance_scale: float = 3.0, use_cache: bool = True,
@@ -147,33 +157,11 @@ class AutoregressiveRun:
 
 
 @torch.no_grad()
-def autoregressive_progressive(
-    model: AutoregressiveModel,
-    prompt: str,
-    seed: int = 0,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    guidance_scale: float = 3.0,
-    use_cache: bool = True,
-    image: np.ndarray | None = None,
-    keep: np.ndarray | None = None,
-    regional: float = 0.0,
-):
-    """Generate one picture, yielding an `AutoregressiveFrame` after every token it writes.
-
-    `regional` (0 to 1): for a prompt with two objects at opposite places, how much of the
-    conditional logits for a cell come from the prompt of the object whose half holds the cell
-    (`regions.regional_prompts`: one more stream per object) rather than from the whole prompt.
-
-    Editing: `image` (64, 64, 3) uint8 is turned into codes, and `keep` ((g*g,) or (g, g) bool,
-    raster order) says which of them are copied: the grid is walked in raster order, a kept
-    cell's code is fed to the model as if it had written it, every other cell is sampled. The
-    model sees only the cells above and to the left of the one it writes. Frames come for the
-    written cells only (`total` = how many); their `codes` hold the kept ones from the start.
-    """
-    run = AutoregressiveRun(model, prompt, seed, temperature, top_k, top_p, guidance_scale, use_cache, image, keep, regional)
-    decoder = start_decoding(model.transformer, run.prefix, use_cache)  # with the KV cache: one pass over the prefix
+def autoregressive_progressive(model: AutoregressiveModel, prompt: str, **kwargs):
+    """Generate one picture, yielding an `AutoregressiveFrame` after every token it writes: an
+    `AutoregressiveRun` (its arguments and their defaults are described there) decoded alone."""
+    run = AutoregressiveRun(model, prompt, **kwargs)
+    decoder = start_decoding(model.transformer, run.prefix, run.use_cache)  # with the KV cache: one pass over the prefix
     while not run.done:
         tokens = run.next_tokens()  # (B, L) or None
         if tokens is not None:

@@ -191,23 +191,10 @@ def denoise_together(model: DiffusionModel, runs: list[DiffusionRun]) -> list[Di
 
 
 @torch.no_grad()
-def diffusion_progressive(
-    model: DiffusionModel,
-    prompt: str,
-    seed: int = 0,
-    num_inference_steps: int = 12,
-    guidance_scale: float = 3.0,
-    scheduler: str = "ddim",
-    image: np.ndarray | None = None,
-    strength: float = 1.0,
-    mask: np.ndarray | None = None,
-    regional: float = 0.0,
-):
+def diffusion_progressive(model: DiffusionModel, prompt: str, **kwargs):
     """Generate one picture, yielding a `DiffusionFrame` after every denoising step: a
-    `DiffusionRun` (its arguments are described there) stepped alone."""
-    run = DiffusionRun(model, prompt, seed=seed, num_inference_steps=num_inference_steps,
-                       guidance_scale=guidance_scale, scheduler=scheduler, image=image,
-                       strength=strength, mask=mask, regional=regional)
+    `DiffusionRun` (its arguments and their defaults are described there) stepped alone."""
+    run = DiffusionRun(model, prompt, **kwargs)
     while not run.done:
         yield denoise_together(model, [run])[0]
 

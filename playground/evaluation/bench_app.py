@@ -12,12 +12,8 @@
    the two samplers in two worker processes with no page (how the app runs them).
 
     python -m playground.evaluation.bench_app --workers 0    # the samplers on a thread of the app, for comparison
-    python -m playground.evaluation.bench_app --sessions 30  # also: 30 visitors press Generate at once
 
-4. With --sessions N: N gradio_client sessions submit /generate at the same moment (a class
-   pressing Generate together), each its own prompt and seed; seconds from submit to the
-   final result, p50 / p95 / max, and errors. `python -m playground.evaluation.load` measures
-   the same with batching on and off side by side, first pictures and memory too.
+Many visitors at once: `python -m playground.evaluation.load`.
 
 Run it on an otherwise idle machine: other busy processes make every figure noisy.
 """
@@ -184,36 +180,6 @@ def one_generate(client, prompt: str, seed: int) -> dict:
     }
 
 
-def many_sessions(url: str, prompt: str, sessions: int) -> tuple[list[float], list[str]]:
-    """Seconds each of `sessions` concurrent /generate calls took (sorted), and their errors."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from gradio_client import Client
-
-    def one(seed: int) -> float:
-        client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
-        started = time.perf_counter()
-        client.submit(prompt=prompt, seed=seed, api_name="/generate").result()
-        return time.perf_counter() - started
-
-    seconds, errors = [], []
-    with ThreadPoolExecutor(max_workers=sessions) as pool:
-        for future in [pool.submit(one, 1000 + i) for i in range(sessions)]:
-            try:
-                seconds.append(future.result(timeout=900))
-            except Exception as exc:  # counted and shown, not raised: this is a measurement
-                errors.append(f"{type(exc).__name__}: {exc}")
-    return sorted(seconds), errors
-
-
-def report_sessions(seconds: list[float], errors: list[str], sessions: int) -> None:
-    print(f"\n{sessions} sessions pressing Generate at once (the app's default settings)")
-    if seconds:
-        p95 = seconds[min(len(seconds) - 1, int(round(0.95 * (len(seconds) - 1))))]
-        print(f"  submit -> final result: p50 {median(seconds):.1f} s, p95 {p95:.1f} s, max {seconds[-1]:.1f} s")
-    print(f"  finished {len(seconds)}, errors {len(errors)}" + (f" (first: {errors[0]})" if errors else ""))
-
-
 def median(values) -> float:
     return statistics.median(values)
 
@@ -265,7 +231,6 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=None,
                         help="app.py --workers (default: the app's own default; 0: samplers on threads)")
-    parser.add_argument("--sessions", type=int, default=0, help="also time this many sessions at once (0: not)")
     args = parser.parse_args(argv)
     os.environ.update(QUIET_ENV)
 
@@ -296,15 +261,11 @@ def main(argv=None) -> None:
             result = client.predict(prompt=args.prompt, seed=0, api_name="/generate")
             client.predict(result[OUTPUTS.index("run_key")], api_name="/downloads")
             downloads_ms = (time.perf_counter() - started) * 1000
-            if args.sessions:
-                load = many_sessions(f"http://127.0.0.1:{port}/", args.prompt, args.sessions)
         finally:
             app.terminate()
             app.wait(timeout=30)
     report(runs, engine_s, engine_cpu_s, workers_s)
     print(f"\none more /generate followed by /downloads (GIFs, strip): {downloads_ms:.0f} ms")
-    if args.sessions:
-        report_sessions(*load, args.sessions)
 
 
 if __name__ == "__main__":

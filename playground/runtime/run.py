@@ -224,7 +224,7 @@ class LiveRun:
     def queued(self) -> tuple[int, float] | None:
         """(place in line, about how many seconds) while a batch worker has no room for this run yet."""
         with self._workers_lock:
-            places = [w.queued for w in self._workers.values() if getattr(w, "queued", None)]
+            places = [w.queued for w in self._workers.values() if w is not None and w.queued]
         return max(places) if places else None
 
     def frames_to_show(self, pacer: Pacer) -> Iterator[list[tuple[Track, object]]]:

@@ -211,6 +211,8 @@ class WorkerError(RuntimeError):
 class SamplerWorker:
     """One worker process, its job and result queues, and its stop flag."""
 
+    queued = None  # a worker of its own never waits in line (a batch handle may: runtime/batching.py)
+
     def __init__(self, ctx, folder: str, threads: int):
         self.jobs, self.results, self.stop = ctx.Queue(), ctx.Queue(), StopFlag(ctx)
         self.process = ctx.Process(target=_serve, args=(folder, threads, self.jobs, self.results, self.stop),
