@@ -15,7 +15,9 @@ The API (gradio_client) has two streaming endpoints, /generate (prompt, seed, ..
 and /edit (picture, prompt, mask, seed, strength, keep_rows, ...: picture and mask are image
 editor values, {"background": handle_file(path), "layers": [], "composite": None}; the mask's
 painted layers are the region); their first two outputs are the diffusion picture and the
-autoregressive picture.
+autoregressive picture, their last two the checker's verdicts. /experiment (prompt, seeds, ...)
+streams the Experiment tab's grids and table (playground/ui/experiment.py). /attention (run_key,
+word, fraction) returns both pictures with the word's attention map over them (ui/attention.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import gradio as gr  # torch and the models are imported by build_demo / loaded 
 CSS = """
 #diffusion-image img, #diffusion-noisy img, #ar-image img, #edit-picture img, #edit-mask img,
 #edit-picture canvas, #edit-mask canvas { image-rendering: pixelated; }
+#diffusion-image img, #diffusion-noisy img { object-fit: contain; }
 #ar-candidates table { font-size: 0.85em; }
 """
 
@@ -55,7 +58,10 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
     from playground.hub.common import on_gpu
     from playground.settings import LIMITS, EditSettings, GenerationSettings, suggested_diffusion_settings
     from playground.ui import teaching
+    from playground.ui.attention import attention_chips, wire_attention
+    from playground.ui.branching import branch_row
     from playground.ui.examples import edit_example_value, edit_examples, examples_cache_dir
+    from playground.ui.experiment import experiment_tab, wire_experiment
     from playground.ui.gradio_fixes import calm_queue, picture_editor
     from playground.ui.handlers import DEFAULT_CONCURRENCY, QUEUE_SIZE, Playground
     from playground.ui.inputs import EDIT_INPUTS, GENERATE_INPUTS, edit_timeline, mask_canvas, model_settings
@@ -94,6 +100,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                 prompt, generate, stop = prompt_row("Prompt", "prompt", "Generate", "generate", "stop",
                                                     "a large red circle on the left on a yellow background")
                 feedback = gr.Markdown(elem_id="prompt-feedback")
+                chips = attention_chips()  # a prompt word: where each model attends to it
             with gr.Tab("Edit", id="edit", elem_id="edit-tab"):
                 gr.Markdown(teaching.EDIT_INTRO)
                 with gr.Row():
@@ -129,6 +136,8 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                         os.path.join(os.environ["GRADIO_EXAMPLES_CACHE"], "edit")),
                     sample_labels=[label for *_, label in teaching.EDIT_EXAMPLES], elem_id="edit-examples",
                     label="Examples: a picture, and a new prompt that changes one thing")
+            with gr.Tab("Experiment", id="experiment", elem_id="experiment-tab"):
+                experiment = experiment_tab()  # one prompt, N seeds, both models: how often do they match?
         with gr.Accordion("Words the models know", open=False):
             gr.Markdown(teaching.vocabulary_markdown())
 
@@ -169,6 +178,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                     )
                 out["diffusion_status"] = gr.Markdown("step –", label="diffusion status", elem_id="diffusion-status")
                 edit_this = {"diffusion": gr.Button("✏️ Edit this picture", size="sm", elem_id="edit-this-diffusion")}
+                out["diffusion_verdict"] = gr.Markdown(elem_id="diffusion-verdict")
                 gr.Markdown(teaching.DIFFUSION_TEXT)
             with gr.Column():
                 gr.Markdown("## Autoregressive")
@@ -177,9 +187,11 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                 )
                 out["ar_status"] = gr.Markdown("token –", label="autoregressive status", elem_id="ar-status")
                 edit_this["autoregressive"] = gr.Button("✏️ Edit this picture", size="sm", elem_id="edit-this-ar")
+                out["ar_verdict"] = gr.Markdown(elem_id="ar-verdict")
                 out["ar_candidates"] = gr.Markdown(label="token candidates", elem_id="ar-candidates")
                 gr.Markdown(teaching.AUTOREGRESSIVE_TEXT)
 
+        gr.Markdown(teaching.VERDICT_TEXT)
         out["scrub"] = gr.Slider(
             0, 1, value=1, step=0.01, label="Scrub both runs (fraction of progress)", elem_id="scrub",
             interactive=False,
@@ -194,6 +206,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
         out["downloads"] = gr.File(label="Downloads: GIFs and comparison strip", file_count="multiple",
                                    elem_id="downloads", interactive=False, height=130)
         out["run_key"] = gr.Textbox(label="run key", visible=False, elem_id="run-key")  # which run the slider scrubs
+        branch_row(pg, out["run_key"], out["scrub"])  # "what if": continue the run from the slider's step (/branch)
         with gr.Accordion("Timing of the last run (server side)", open=False):
             out["stats"] = gr.JSON(label="timing", elem_id="stats")
         outputs = [out[name] for name in OUTPUTS]
@@ -257,6 +270,8 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                                           [setting["num_inference_steps"], setting["guidance_scale"]],
                                           queue=False, show_progress="hidden", api_visibility="private")
         dice.click(pg.random_seed, None, setting["seed"], queue=False, show_progress="hidden", api_visibility="private")
+        wire_attention(pg, chips, prompt, out, on_gpu, setting["diffusion_model"])
+        wire_experiment(pg, experiment, setting, on_gpu)
 
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=DEFAULT_CONCURRENCY)
     calm_queue(demo)
@@ -333,6 +348,10 @@ def main(argv=None) -> None:
     demo = build_demo(engine_loader=lambda: engine, cache_examples=not uses_hub,
                       models=models, problems=engine.problems, workers=workers, batch=batch)
     demo.playground.warm_up()  # the sampler workers load the models before the page opens
+    if batch is not None:
+        from playground.runtime.batching import page_yields_to_workers
+
+        page_yields_to_workers()  # the server's threads, started next, run below the batch workers
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, css=CSS)
 
 

@@ -34,6 +34,19 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"the same for the embedded autoregressive model (default {d.ar_regional})")
 
 
+def add_branch_arguments(p: argparse.ArgumentParser) -> None:
+    """--branch-step and the rest: continue the run from a step with a new seed ("what if")."""
+    p.add_argument("--branch-step", default=None, metavar="N",
+                   help="also branch the run: diffusion continues after its step N (1 to steps - 1) with a new seed; "
+                        "written to OUT/branch/")
+    p.add_argument("--branch-token", default=None, metavar="K",
+                   help="the autoregressive branch keeps the first K tokens (1 to 255; default: the same fraction "
+                        "of the tokens as --branch-step is of the steps)")
+    p.add_argument("--branch-seed", default=None, help="the branch's seed (default: --seed + 1)")
+    p.add_argument("--branch-prompt", default=None, help="the branch's prompt (default: the run's)")
+    p.add_argument("--branch-temperature", default=None, help="the autoregressive branch's temperature (default: the run's)")
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """--diffusion-model, --autoregressive-model, --preview-vae (shared by app.py and the CLI)."""
     p.add_argument("--diffusion-model", action="append", default=None, metavar="ID",

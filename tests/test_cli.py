@@ -154,6 +154,18 @@ def test_evaluate_takes_the_sampling_settings(tiny_assets, tmp_path, capsys):
     assert report["settings"]["temperature"] == 0.6 and report["settings"]["ar_guidance_scale"] == 3.0
     assert report["autoregressive/seen"]["n"] == 2 and report["autoregressive/held_out"]["n"] == 1
     assert "autoencoder" not in report and "diffusion/seen" not in report
+    seen = report["autoregressive/seen"]
+    low, high = seen["interval_95"]  # the Wilson interval holds the share, inside 0..1
+    assert 0.0 <= low <= seen["adherence"] <= high <= 1.0 and high - low > 0.3  # 2 prompts: wide
+    assert set(seen["part_failures"]) == {"colour", "shape", "size", "place", "background"}
+    assert all(0 <= v <= 2 * 2 for v in seen["part_failures"].values())  # at most two objects a prompt
+    assert report["prompt_seeds"] == {"seen": 123, "held_out": 456}
+    evaluate.main(["--assets", str(tiny_assets), "--seen", "2", "--held-out", "0", "--paradigm", "diffusion",
+                   "--validation", "--autoencoder-scenes", "0", "--out", str(out),
+                   "--examples", str(tmp_path / "examples"), "--threads", "1"])
+    validation = json.loads(out.read_text())
+    assert validation["prompt_seeds"] == {"seen": 789, "held_out": 1011}
+    assert "diffusion/held_out" not in validation  # no held-out prompts asked for
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["--assets", str(tiny_assets), "--temperature", "9"])
     assert exit_info.value.code == 2 and "temperature must be between 0.0 and 5.0" in capsys.readouterr().err

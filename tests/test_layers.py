@@ -1,7 +1,7 @@
 """The package's architecture, guarded: imports run one way along the chain
 
     errors → world → settings | editing | frames → autoencoder → diffusion | autoregressive
-           → hub | training → engine | outputs → arguments → runtime | cli → ui → evaluation → app.py
+           → hub | training | branching → engine | outputs | experiment → arguments → runtime | cli → ui → evaluation → app.py
 
 A module may import from its own package and from any layer to its left, never to its right or
 from a sibling in its own layer, and no set of modules may import each other in a circle. Imports
@@ -20,11 +20,11 @@ from conftest import REPO_ROOT
 LAYERS = (
     ("errors",),
     ("world",),
-    ("settings", "editing", "frames"),
+    ("settings", "editing", "frames", "attention_overlay"),
     ("autoencoder",),
     ("diffusion", "autoregressive"),
-    ("hub", "training"),
-    ("engine", "outputs"),
+    ("hub", "training", "branching"),
+    ("engine", "outputs", "experiment"),
     ("arguments",),
     ("runtime", "cli"),
     ("ui", "__main__"),

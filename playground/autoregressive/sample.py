@@ -68,12 +68,18 @@ class AutoregressiveRun:
     model sees only the cells above and to the left of the one it writes. Frames come for the
     written cells only (`total` = how many); their `codes` hold the kept ones from the start.
 
+    Branching ("what if"): `start_codes` ((n,) ints, n <= g*g, raster order) are codes given
+    directly: every cell with a code (not UNWRITTEN, -1) is kept as above and the others are
+    written, so another run's first k cells make a branch that resamples from token k with its
+    own seed, temperature or prompt. They override `image` where both give a cell.
+
     Everything a run draws comes from its own generator, so it writes the same codes however it
     is batched."""
 
     def __init__(self, model: AutoregressiveModel, prompt: str, seed: int = 0, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, guidance_scale: float = 3.0, use_cache: bool = True,
-                 image: np.ndarray | None = None, keep: np.ndarray | None = None, regional: float = 0.0):
+                 image: np.ndarray | None = None, keep: np.ndarray | None = None, regional: float = 0.0,
+                 start_codes: torch.Tensor | np.ndarray | None = None):
         self.start = time.perf_counter()
         cfg = model.transformer.config
         self.model, self.grid = model, cfg.image_grid
@@ -99,6 +105,14 @@ class AutoregressiveRun:
         if image is not None and keep is not None:
             self.copy = torch.as_tensor(np.asarray(keep, dtype=bool).reshape(-1))
             self.codes[self.copy] = model.autoencoder.latents_to_codes(model.autoencoder.encode(image[None]))[0][self.copy]
+            self.region = ~self.copy.view(cfg.image_grid, cfg.image_grid).numpy()  # (g, g) the cells written
+        if start_codes is not None:  # a branch: cells given by code, kept as a picture's are
+            given = torch.as_tensor(np.asarray(start_codes), dtype=torch.long).reshape(-1)  # (n,)
+            if len(given) > n or ((given < UNWRITTEN) | (given >= self.k)).any():
+                raise ValueError(f"start_codes must be at most {n} codes in 0 to {self.k - 1} (or {UNWRITTEN}: written)")
+            cells = torch.nonzero(given != UNWRITTEN).flatten()  # (kept,)
+            self.copy = self.copy.clone()  # never the caller's `keep`
+            self.codes[cells], self.copy[cells] = given[cells], True
             self.region = ~self.copy.view(cfg.image_grid, cfg.image_grid).numpy()  # (g, g) the cells written
         self.to_write = torch.nonzero(~self.copy).flatten().tolist()  # raster indices of the cells to sample
         if not self.to_write:

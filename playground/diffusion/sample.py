@@ -54,6 +54,15 @@ class DiffusionRun:
     `num_inference_steps * strength` steps run. With `mask` ((64, 64) or (g, g) bool, True
     where to repaint) only the region is repainted: after every step the latent outside it is
     replaced by the picture's latent noised to the next step's level (simple RePaint blending).
+
+    Branching ("what if"): `start_latent` (1, C, g, g), a clean-latent estimate (another run's
+    x0 prediction after `start_at` of its steps), is noised with this run's seed's noise to
+    the level of step `start_at` (counted from the schedule's start, an edit's skipped steps
+    included) and the rest of the schedule is run from there. Why re-noise x0 rather than
+    continue from the other run's noisy latent: DDIM and the ODE samplers are deterministic, so
+    from the same latent every seed would paint the same picture. After step k DDIM's latent is
+    exactly x0_k noised with the network's own noise estimate; a branch keeps x0_k and swaps
+    that noise for fresh noise from its seed (what image-to-image does with a picture's latent).
     """
 
     @torch.no_grad()
@@ -69,6 +78,8 @@ class DiffusionRun:
         strength: float = 1.0,
         mask: np.ndarray | None = None,
         regional: float = 0.0,
+        start_latent: torch.Tensor | np.ndarray | None = None,
+        start_at: int = 0,
     ):
         self.start = time.perf_counter()  # elapsed_ms is this run's own wall time since here
         self.model, self.guidance_scale = model, guidance_scale
@@ -104,7 +115,16 @@ class DiffusionRun:
             if mask is not None:
                 self.region = mask_to_grid(np.asarray(mask, dtype=bool), ae.grid)  # (g, g) cells to repaint
                 self.keep_latent = torch.from_numpy(~self.region).float()[None, None]  # (1, 1, g, g) 1 outside
-        if self.known is not None and self.skipped:
+        if start_latent is not None:  # a branch: another run's x0 re-noised with this seed's noise
+            if not 0 < int(start_at) < num_inference_steps:
+                raise ValueError(f"a branch starts after 1 to {num_inference_steps - 1} steps, not {start_at}")
+            self.skipped = int(start_at)
+            self.timesteps = sched.timesteps[self.skipped * sched.order :]
+            if hasattr(sched, "set_begin_index"):
+                sched.set_begin_index(self.skipped * sched.order)
+            start = torch.as_tensor(np.asarray(start_latent), dtype=torch.float32).reshape(shape)  # (1, C, g, g)
+            self.latents = sched.add_noise(start, self.noise, self.timesteps[:1])  # (1, C, g, g)
+        elif self.known is not None and self.skipped:
             self.latents = sched.add_noise(self.known, self.noise, self.timesteps[:1])  # (1, C, g, g)
         else:
             self.latents = self.noise * sched.init_noise_sigma  # (1, C, g, g)

@@ -28,7 +28,7 @@ import torch
 
 from playground.arguments import load_engine_or_exit
 from playground.engine import build_random_assets
-from playground.runtime.workers import WorkerPool
+from playground.runtime.workers import WorkerPool, restored
 from playground.settings import EMBEDDED, GenerationSettings
 
 PROMPT = "a large red circle on the left and a small blue star on the right on a yellow background"
@@ -54,8 +54,7 @@ def consume(frames, preview_every_ms: float | None, spent: list | None = None) -
 def from_worker(worker, kind: str, prompt: str, kwargs: dict, decoder):
     """A sampler's frames as computed by a worker process, each given this process's decoder."""
     for frame, _, _ in worker.run(kind, prompt, kwargs):
-        frame.autoencoder = decoder
-        yield frame
+        yield restored(frame, decoder)  # the codes as a tensor again
 
 
 def timings(run, repeats: int, every_step: bool = False) -> dict:

@@ -4,12 +4,14 @@
     python -m playground.evaluation.load --sessions 10 --modes on
     python -m playground.evaluation.load --sessions 30 --rounds 10 --modes on   # 300 requests: memory
 
-For each mode, `python app.py` is started as its own process; N gradio_client sessions submit
-/generate at the same moment, each with its own prompt and seed. Printed per mode: seconds from
-submit to the first picture (p50, p95) and to both final pictures (p50, p95, max), pictures per
-second, errors, the app's memory (RSS of the page and its worker processes) before and after,
-and cross-talk: each session's final pictures compared with the same prompt and seed computed
-alone in this process (PSNR; a picture of another request would be far below 30 dB).
+For each mode, `python app.py` is started as its own process; N gradio_client sessions open
+the page, then submit /generate at the same moment, each with its own prompt and seed (the
+clients share the app's cores: about 2.5 CPU seconds a round of 30 that a class's browsers
+would spend on their own machines). Printed per mode: seconds from submit to the first
+picture (p50, p95) and to both final pictures (p50, p95, max), pictures per second, errors,
+the app's memory (RSS of the page and its worker processes) before and after, CPU seconds by
+process, and cross-talk: each session's final pictures compared with the same prompt and seed
+computed alone in this process (PSNR; a picture of another request would be far below 30 dB).
 
 Run it on an otherwise idle machine: other busy processes make every figure noisy.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -87,15 +90,22 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
 
 
-def one_session(url: str, prompt: str, seed: int) -> dict:
-    """Submit /generate as a new visitor: seconds to the first picture and to the end, the finals.
-    The client fetches only the final pictures (a browser fetches the ones it shows too, but a
-    client that downloads every frame in this process would take the CPU from the app)."""
+def open_page(url: str):
+    """A visitor with the page open (a client that has read the app's API), before pressing Generate."""
     from gradio_client import Client
 
+    return Client(url, verbose=False, analytics_enabled=False, download_files=False)
+
+
+def one_session(client, url: str, prompt: str, seed: int, go: threading.Barrier | None = None) -> dict:
+    """Submit /generate (when every visitor of the round is ready, with `go`): seconds to the
+    first picture and to the end, the finals. The client fetches only the final pictures (a
+    browser fetches the ones it shows too, but a client that downloads every frame in this
+    process would take the CPU from the app)."""
     from playground.ui.views import OUTPUTS
 
-    client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
+    if go is not None:
+        go.wait()
     started = time.perf_counter()
     job = client.submit(prompt=prompt, seed=seed, api_name="/generate")
     first, seen = None, 0
@@ -150,20 +160,27 @@ def load_mode(assets: str | None, batch: bool, sessions: int, rounds: int) -> di
         try:
             wait_until_serving(app, port, log)
             wait_until_idle(app.pid)
-            one_session(url, PROMPTS[0], 0)  # warm-up
+            one_session(open_page(url), url, PROMPTS[0], 0)  # warm-up
             rss_before, cpu_before = rss_mb(app.pid), cpu_s(app.pid)
-            results, errors, started = [], [], time.perf_counter()
+            results, errors, wall, client_cpu = [], [], 0.0, 0.0
             for r in range(rounds):
+                # The class opens the page first, then everyone presses Generate at once.
                 with ThreadPoolExecutor(max_workers=sessions) as pool:
-                    futures = [pool.submit(one_session, url, PROMPTS[i % len(PROMPTS)], 100 * r + i)
+                    pages = list(pool.map(lambda _: open_page(url), range(sessions)))
+                go = threading.Barrier(sessions)
+                started, client_before = time.perf_counter(), time.process_time()
+                with ThreadPoolExecutor(max_workers=sessions) as pool:
+                    futures = [pool.submit(one_session, pages[i], url, PROMPTS[i % len(PROMPTS)], 100 * r + i, go)
                                for i in range(sessions)]
                     for f in futures:
                         try:
                             results.append(f.result(timeout=900))
                         except Exception as exc:  # counted and shown: this is a measurement
                             errors.append(f"{type(exc).__name__}: {exc}")
-            wall = time.perf_counter() - started
+                wall += time.perf_counter() - started
+                client_cpu += time.process_time() - client_before
             rss_after, cpu_after = rss_mb(app.pid), cpu_s(app.pid)
+            cpu_after["load client (this process)"] = client_cpu
         finally:
             app.terminate()
             app.wait(timeout=30)

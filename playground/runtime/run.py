@@ -27,7 +27,7 @@ import torch
 from playground.editing import EditInput, sampler_kwargs
 from playground.engine import Engine, load_engine
 from playground.runtime.pacing import Pacer
-from playground.runtime.workers import SamplerWorker, Track, WorkerPool
+from playground.runtime.workers import SamplerWorker, Track, WorkerPool, restored
 from playground.settings import EMBEDDED, GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -63,12 +63,15 @@ class LiveRun:
     """Both runs of one Generate, computed on a worker thread and read by the viewer."""
 
     def __init__(self, engine: Engine, prompt: str, settings: GenerationSettings, run_id: str | None = None,
-                 edit: EditInput | None = None, pool: WorkerPool | None = None):
+                 edit: EditInput | None = None, pool: WorkerPool | None = None,
+                 starts: tuple[dict, dict] | None = None):
         self.id = run_id or uuid.uuid4().hex[:12]
         self.prompt = prompt
         self.settings = settings
         self.edit = edit  # the picture (and region) an edit starts from; None: generation from the prompt
         diffusion_kwargs, ar_kwargs = sampler_kwargs(settings, edit, engine.grid)
+        if starts is not None:  # a branch: where each sampler starts (branching.BranchPoint.sampler_kwargs)
+            diffusion_kwargs, ar_kwargs = {**diffusion_kwargs, **starts[0]}, {**ar_kwargs, **starts[1]}
         # (A generator runs no code before its first step: making both costs nothing.)
         self.diffusion = Track("diffusion", engine.diffusion_progressive(prompt, **diffusion_kwargs))
         self.autoregressive = Track("autoregressive", engine.autoregressive_progressive(prompt, **ar_kwargs))
@@ -141,8 +144,7 @@ class LiveRun:
         kwargs, decoder = self._jobs[track.kind]
         try:
             for frame, compute_ms, compute_cpu_s in worker.run(track.kind, self.prompt, kwargs, min_seconds):
-                frame.autoencoder = decoder  # this process's copy of the same autoencoder
-                track.receive(frame, compute_ms, compute_cpu_s)
+                track.receive(restored(frame, decoder), compute_ms, compute_cpu_s)  # this process's decoder
                 with self.changed:
                     self.changed.notify_all()
         except BaseException as exc:  # reported to the viewer, which turns it into a message

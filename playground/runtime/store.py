@@ -27,11 +27,14 @@ GIF_FRAMES = 32
 class RunStore:
     """The last MAX_RUNS runs by id (with their download files), oldest dropped first."""
 
-    def __init__(self, max_runs: int = MAX_RUNS):
+    def __init__(self, max_runs: int = MAX_RUNS, root: Path | None = None):
+        """root: the folder the runs' folder goes in (default: the system's temporary folder)."""
         self.max_runs = max_runs
         self._runs: OrderedDict[str, LiveRun] = OrderedDict()
         self._lock = threading.Lock()
-        self.folder = Path(tempfile.mkdtemp(prefix="playground-runs-"))
+        if root is not None:
+            Path(root).mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="playground-runs-", dir=root))
         weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)  # at exit at the latest
 
     def add(self, run: LiveRun) -> None:

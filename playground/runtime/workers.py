@@ -42,10 +42,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0  # a worker that has not loaded the models by then is given up
 POLL_S = 0.5  # how often a reader checks that its worker is still alive
+
+
+# ----------------------------------------------------------------------------- frames between processes
+
+
+def portable(frame):
+    """A frame as a worker sends it to the page: without the decoder (the page has its own), an
+    autoregressive frame's codes as int16 numpy (a torch tensor pickles about 5 times dearer,
+    and a class writing together sends the page thousands of frames a minute)."""
+    light = dataclasses.replace(frame, autoencoder=None)
+    if getattr(light, "codes", None) is not None and not isinstance(light.codes, np.ndarray):
+        light.codes = light.codes.numpy().astype(np.int16)  # codes < 32768, UNWRITTEN = -1
+    return light
+
+
+def restored(frame, autoencoder):
+    """The page's frame from a `portable` one: its own decoder, the codes as a torch tensor."""
+    import torch
+
+    frame.autoencoder = autoencoder
+    if isinstance(getattr(frame, "codes", None), np.ndarray):
+        frame.codes = torch.from_numpy(frame.codes.astype(np.int64))
+    return frame
 
 
 # ----------------------------------------------------------------------------- a sampler's run
@@ -170,8 +195,7 @@ def _serve(folder: str, threads: int, jobs, results, stop) -> None:
     results.put(("ready", None))
 
     def send(track: Track) -> None:
-        light = dataclasses.replace(track.latest, autoencoder=None)  # the page has its own decoder
-        results.put(("frame", pickle.dumps((light, track.total_compute_ms, track.compute_cpu_s))))
+        results.put(("frame", pickle.dumps((portable(track.latest), track.total_compute_ms, track.compute_cpu_s))))
 
     parent = mp.parent_process()
     while True:

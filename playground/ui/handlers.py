@@ -30,7 +30,8 @@ from playground.runtime.run import GENERATE_CONCURRENCY, EngineHolder, LiveRun, 
 from playground.runtime.store import RunStore, write_downloads
 from playground.runtime.workers import WorkerPool
 from playground.settings import MAX_SEED, EditSettings, GenerationSettings, validate_prompt
-from playground.ui.gradio_fixes import PictureFiles, Resend
+from playground.ui.attention import ATTENTION_OUTPUTS, AttentionMaps
+from playground.ui.gradio_fixes import PictureFiles, Resend, cache_folder
 from playground.ui.inputs import EDIT_INPUTS, GENERATE_INPUTS, editor_canvas, parse_edit, parse_settings, takes_inputs
 from playground.ui.stats import RunStats
 from playground.ui.views import (
@@ -44,6 +45,7 @@ from playground.ui.views import (
     queue_status,
     start_warning,
     track_view,
+    verdict_views,
 )
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,8 @@ class Playground:
         self.max_queue = max_queue
         self.pool: WorkerPool | BatchPool | None = None
         self.streams = 0  # pages streaming a run now (fewer frames each when a class is)
-        self.runs = RunStore()
+        self.runs = RunStore(root=cache_folder())  # files gradio serves without copying them
+        self.attention_maps = AttentionMaps()  # the word each session's panels show, the runs' maps
         self._session_runs: OrderedDict[str, str] = OrderedDict()  # session -> its latest run id
         self._lock = threading.Lock()
 
@@ -166,21 +169,25 @@ class Playground:
         try:
             # Every update carries every output but the slider (see Resend), none of the last run's.
             resend = Resend(steady={"diffusion_filmstrip": [], "ar_filmstrip": [], "run_key": run.key, "stats": None,
-                                    "diffusion_status": "starting …", "ar_status": "starting …"},
+                                    "diffusion_status": "starting …", "ar_status": "starting …",
+                                    "diffusion_verdict": "", "ar_verdict": ""},
                             once={"scrub": gr.update(interactive=False)})
             for due in run.frames_to_show(pacer):
                 if not due:  # waiting for a place in the batch
                     yield ordered(resend(queue_status(run.queued)))
                     continue
                 changed = {}
+                word = self.attention_maps.word(session_of(request))  # at every update: a chip chosen mid-run counts
+                decorate = self.attention_maps.decorator(engine, run, word, live=True)
                 for track, frame in due:
-                    changed.update(files.convert(track_view(track, frame)))
+                    view = track_view(track, frame, streaming=True)
+                    changed.update(files.convert(decorate(track, frame, view) if decorate else view))
                     stats.shown(track.kind, frame.done)
                 yield ordered(resend(changed))
             stats.finished(run, pacer)
             if warning := end_warning(encoded):
                 gr.Warning(warning[0].upper() + warning[1:])
-            yield ordered(files.convert(self.final_outputs(run, stats)))
+            yield ordered(files.convert(self.final_outputs(run, stats, self.attention_maps.word(session_of(request)))))
         except Exception as exc:
             log.exception("run %s failed", run.id)
             raise gr.Error(f"Generation failed: {type(exc).__name__}: {exc}") from None
@@ -192,16 +199,17 @@ class Playground:
     def files(self, run: LiveRun) -> PictureFiles:
         return PictureFiles(self.runs.folder_of(run))
 
-    def final_outputs(self, run: LiveRun, stats: RunStats | None = None) -> dict:
+    def final_outputs(self, run: LiveRun, stats: RunStats | None = None, word: str = "") -> dict:
         """Both panels at their newest frames, the filmstrips and the slider."""
         note = "stopped at" if not run.complete else ""
-        values = panels(run, 1.0, note)
+        values = panels(run, 1.0, note, self.attention_maps.decorator(self.get_engine(), run, word))
         values.update(
             diffusion_filmstrip=filmstrip(run.diffusion),
             ar_filmstrip=filmstrip(run.autoregressive),
             scrub=gr.update(value=1.0, interactive=True),
             run_key=run.key,
         )
+        values.update(verdict_views(run, self.get_engine()))
         if stats is not None:
             values["stats"] = stats.as_dict()
         return values
@@ -241,16 +249,29 @@ class Playground:
         if run is None or run.complete:
             return ordered({})  # nothing was running (or it had finished): leave the page as it is
         run.done.wait(timeout=2)
-        return ordered(self.files(run).convert(self.final_outputs(run)))
+        return ordered(self.files(run).convert(self.final_outputs(run, word=self.attention_maps.word(session_of(request)))))
 
     # -- after a run
 
-    def scrub(self, fraction: float, run_key: str):
-        """Both panels at the same fraction of their progress."""
+    def scrub(self, fraction: float, run_key: str, request: gr.Request = None):
+        """Both panels at the same fraction of their progress (with the session's word's maps)."""
         run = self.find_run(run_key)
         if run is None:
             return ordered({}, SCRUB_OUTPUTS)
-        return ordered(self.files(run).convert(panels(run, float(fraction))), SCRUB_OUTPUTS)
+        decorate = self.attention_maps.decorator(self.get_engine(), run, self.attention_maps.word(session_of(request)))
+        return ordered(self.files(run).convert(panels(run, float(fraction), decorate=decorate)), SCRUB_OUTPUTS)
+
+    def attention(self, run_key: str, word: str | None, fraction: float = 1.0, request: gr.Request = None):
+        """Where `word` is attended in both panels at a fraction of a run (API endpoint /attention;
+        on the page, the chip row, whose word the session's panels then show, streaming too):
+        the two pictures with the map over them, then the two status lines."""
+        self.attention_maps.choose(session_of(request), word)
+        run = self.find_run(run_key)
+        if run is None:
+            return ordered({}, ATTENTION_OUTPUTS)
+        decorate = self.attention_maps.decorator(self.get_engine(), run, word)
+        values = panels(run, 1.0 if fraction is None else float(fraction), decorate=decorate)
+        return ordered(self.files(run).convert({k: values[k] for k in ATTENTION_OUTPUTS if k in values}), ATTENTION_OUTPUTS)
 
     def find_run(self, run_key: str | None) -> LiveRun | None:
         """The run a key names: kept in memory, or computed again (same settings, same pictures)."""

@@ -81,6 +81,36 @@ COMPARISON_TABLE = f"""\
 | Editing a picture | noise it part of the way, denoise under the new prompt; a region is repainted seeing the picture all round it | keep its tokens and write the rest, in raster order: a cell sees only what lies above and to its left |
 """
 
+VERDICT_TEXT = """\
+**Does the picture match?** Under each finished picture the shapes world's checker judges it
+against the prompt, part by part: each object's colour, shape, size and place, and the
+background (✓ right, ✗ wrong, with what the picture shows instead). It reads the picture's
+pixels, not the model: the same rules judge both panels. One picture is one draw of chance —
+the **Experiment** tab counts many.
+"""
+
+EXPERIMENT_INTRO = """\
+**One prompt, many seeds.** Each seed is another starting noise (diffusion) or another draw of
+each token (autoregressive). Both models paint the prompt once per seed; the checker marks each
+picture ✓ or ✗ (green or red in the report's grids) and the table counts how many match. The
+embedded models always paint here, with the Settings below; the seeds are *seed*, *seed* + 1, …
+"""
+
+EXPERIMENT_TEXT = """\
+**Reading the table.** *match* is the share of pictures the checker accepts; the *95 % interval*
+(Wilson) is where the true share plausibly lies: with 8 seeds it is wide (4 of 8 is 22 %–78 %),
+so two shares whose intervals overlap are not yet shown to differ — add seeds. The columns of
+*parts* say *what* goes wrong. *s / picture* and *evaluations / picture* are the cost: diffusion
+calls its network once per step, the autoregressive model once per token.
+
+**A claim to test:** *autoregressive models place things more precisely; diffusion is more
+forgiving.* Writing token by token after reading where each object goes, the autoregressive
+model should get *place* right more often; diffusion reworks the whole picture at every step
+and may get close on more seeds without being exactly right. Try a two-object prompt
+(*a large red circle on the left and a small blue star on the right*), a held-out pair
+(*a purple star*), and set the Settings' regional prompts to 0: does the claim hold here?
+"""
+
 SETTINGS_TEXT = """\
 The seed fixes all randomness: the same prompt, seed and settings always give the same pictures.
 *Guidance* pushes a run towards the prompt (1 = no guidance). *Temperature*, *top-k* and *top-p*
@@ -123,6 +153,32 @@ EDIT_EXAMPLES = [
     ("a large orange star in the center on a blue background", "a large orange heart in the center on a blue background", "shape: star → heart"),
     ("a large yellow triangle at the top on a purple background", "a large yellow triangle at the bottom on a purple background", "place: top → bottom"),
 ]
+
+
+BRANCH_TEXT = """\
+**What if?** The branch keeps everything up to the slider's step and changes only the chance
+from there on. *Diffusion* keeps its guess of the clean picture at that step and adds fresh
+noise (the new seed's) back to that step's level: branched at step 2 the picture can change
+completely, at step 10 barely — the layout is decided in the first steps, later steps only
+sharpen it. *Autoregressive* keeps every token written so far (outside the outline) and writes
+the rest with the new seed: the kept rows never change, and whatever it writes must fit them —
+each token fixes the picture so far for good.
+"""
+
+ATTENTION_TEXT = """\
+**Where is this word attended?** Choose a word of the prompt and both pictures glow where the
+model looks at it: bright is much attention, dark little. *Diffusion* reads the prompt through
+*cross-attention*: at every step each cell of the 16 × 16 latent asks every prompt word how much
+it matters there. The map is that answer for your word, averaged over heads and layers, at the
+step shown — early, while the picture is mostly noise, it is vague; as the layout settles it
+gathers on the object the word belongs to. *Autoregressive* keeps the prompt at the start of its
+one sequence: each cell, when written, looks back at all of it. The map is how much each written
+cell looked at your word (unwritten cells stay hatched). A cell written early often looks at
+*every* word hard, because it must decide the layout; later cells lean on the cells above them.
+Maps cost extra computing, so while a run streams the diffusion map is refreshed only now and
+then (the status line says from which step); the finished pictures and the slider show each
+step's own map.
+"""
 
 
 def vocabulary_markdown() -> str:

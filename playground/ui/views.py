@@ -12,10 +12,15 @@ import gradio as gr
 from playground.outputs import frame_at, pick, preview_image
 from playground.runtime.run import LiveRun
 from playground.runtime.workers import Track
+from playground.settings import EMBEDDED
 from playground.world.shapes import normalize_prompt, unknown_words
 from playground.world.text import MAX_PROMPT_CHARS
+from playground.world.verdict import model_note, verdict, verdict_markdown
 
 PREVIEW_SCALE = 4  # 64x64 pictures shown at 256x256, nearest neighbour (crisp on a projector)
+# Diffusion frames while they stream go as 64x64 PNGs that the browser enlarges (app.py's CSS:
+# pixelated): a 256x256 PNG costs the page 8 times the encoding, and a class streams hundreds.
+STREAM_SCALE = 1
 FILMSTRIP_FRAMES = 8
 FILMSTRIP_SCALE = 2
 
@@ -33,6 +38,8 @@ OUTPUTS = (
     "scrub",
     "run_key",
     "stats",
+    "diffusion_verdict",  # the checker's verdict under each final picture (added last: the API's order stays)
+    "ar_verdict",
 )
 SCRUB_OUTPUTS = OUTPUTS[:6]  # what the slider changes: the two panels
 # Cached examples show the downloads too (for a live run they are a separate, later event).
@@ -105,11 +112,11 @@ def decode_diffusion_frame(frame) -> None:
         frame.decode_previews()
 
 
-def diffusion_view(frame, compute_ms: float, note: str = "") -> dict:
+def diffusion_view(frame, compute_ms: float, note: str = "", scale: int = PREVIEW_SCALE) -> dict:
     decode_diffusion_frame(frame)
     return {
-        "diffusion_image": picture(frame),
-        "diffusion_noisy": preview_image(frame, PREVIEW_SCALE, view="noisy"),
+        "diffusion_image": picture(frame, scale),
+        "diffusion_noisy": preview_image(frame, scale, view="noisy"),
         "diffusion_status": with_note(diffusion_status(frame, compute_ms), frame, note),
     }
 
@@ -122,18 +129,40 @@ def ar_view(frame, compute_ms: float, note: str = "") -> dict:
     }
 
 
-def track_view(track: Track, frame, note: str = "") -> dict:
-    view = diffusion_view if track.kind == "diffusion" else ar_view
-    return view(frame, track.compute_ms_at(frame), note)
+def track_view(track: Track, frame, note: str = "", streaming: bool = False) -> dict:
+    """A panel at a frame; `streaming`: a frame on its way (not the last one a run shows), whose
+    diffusion pictures may go small (STREAM_SCALE) unless they carry an edit's outline."""
+    if track.kind == "autoregressive":  # its hatching and current-cell box are drawn at full size
+        return ar_view(frame, track.compute_ms_at(frame), note)
+    small = streaming and not frame.done and frame.region is None
+    return diffusion_view(frame, track.compute_ms_at(frame), note, STREAM_SCALE if small else PREVIEW_SCALE)
 
 
-def panels(run: LiveRun, fraction: float = 1.0, note: str = "") -> dict:
-    """Both panels at a fraction of each run's progress (1.0: the newest frames)."""
+def panels(run: LiveRun, fraction: float = 1.0, note: str = "", decorate=None) -> dict:
+    """Both panels at a fraction of each run's progress (1.0: the newest frames); `decorate`
+    (track, frame, view) -> view changes each panel's view (the attention overlays)."""
     values = {}
     for track in run.tracks:
         frame = frame_at(track.frames, fraction)
         if frame is not None:
-            values.update(track_view(track, frame, note))
+            view = track_view(track, frame, note)
+            values.update(decorate(track, frame, view) if decorate else view)
+    return values
+
+
+def verdict_views(run: LiveRun, engine) -> dict:
+    """The checker's verdict under each final picture of a run on `engine` (which tells the
+    model each panel used). A stopped run's pictures get none."""
+    values = {}
+    for track, name in ((run.diffusion, "diffusion_verdict"), (run.autoregressive, "ar_verdict")):
+        frame = track.frames[-1] if track.frames else None
+        model = engine.model_name(track.kind, getattr(run.settings, f"{track.kind}_model"))
+        if model != EMBEDDED:
+            values[name] = model_note(model)
+        elif frame is None or not frame.done:
+            values[name] = "Stopped before the end: no verdict."
+        else:
+            values[name] = verdict_markdown(verdict(frame.image(), run.prompt), run.prompt)
     return values
 
 
