@@ -348,10 +348,6 @@ def main(argv=None) -> None:
     demo = build_demo(engine_loader=lambda: engine, cache_examples=not uses_hub,
                       models=models, problems=engine.problems, workers=workers, batch=batch)
     demo.playground.warm_up()  # the sampler workers load the models before the page opens
-    if batch is not None:
-        from playground.runtime.batching import page_yields_to_workers
-
-        page_yields_to_workers()  # the server's threads, started next, run below the batch workers
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, css=CSS)
 
 

@@ -77,10 +77,15 @@ def point_at_steps(diffusion_frames: list, ar_frames: list, step, token=None) ->
     if token is None:
         token = min(tokens - 1, max(1, round(step / steps * tokens)))
     token = check_step(token, tokens, "token")
+    found = []
     for frames, k, what in ((diffusion_frames, step, "diffusion step"), (ar_frames, token, "token")):
-        if len(frames) < k:
+        if frames[-1].step < k:
             raise SettingsError(f"the run was stopped before {what} {k}: branch from an earlier one")
-    return BranchPoint(diffusion_frames[step - 1], ar_frames[token - 1])
+        frame = next((f for f in frames if f.step == k), None)  # a batched run under load keeps only some
+        if frame is None:
+            raise SettingsError(f"the run kept no frame at {what} {k}: branch from the slider instead")
+        found.append(frame)
+    return BranchPoint(*found)
 
 
 def point_at_fraction(diffusion_frames: list, ar_frames: list, fraction) -> BranchPoint:

@@ -102,3 +102,12 @@ def test_a_class_streaming_at_once_shows_fewer_frames_each():
     assert [min_frames_for(n) for n in (1, 2, 4)] == [MIN_FRAMES] * 3
     assert MIN_FRAMES_UNDER_LOAD <= min_frames_for(6) < MIN_FRAMES
     assert min_frames_for(30) == min_frames_for(300) == MIN_FRAMES_UNDER_LOAD
+
+
+def test_a_class_sends_the_page_some_token_frames_and_every_diffusion_step():
+    from playground.runtime.batching import FRAMES_UNDER_LOAD, sends_frame
+
+    assert all(sends_frame(s, 256, active=4) for s in range(1, 257))  # a few runs: every frame
+    sent = [s for s in range(1, 257) if sends_frame(s, 256, active=30)]
+    assert sent[0] == 1 and sent[-1] == 256 and len(sent) == FRAMES_UNDER_LOAD + 1  # first, every 8th, last
+    assert all(sends_frame(s, 12, active=30) for s in range(1, 13))  # 12 steps: all of them

@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing as mp
-import os
 import pickle
 import queue
 import threading
@@ -36,6 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from playground.runtime.pacing import CALM_STREAMS
 from playground.runtime.workers import POLL_S, READY_TIMEOUT_S, WorkerError, portable
 
 log = logging.getLogger(__name__)
@@ -43,28 +43,18 @@ log = logging.getLogger(__name__)
 KINDS = ("diffusion", "autoregressive")
 
 
-PAGE_NICE = 5  # how much lower than the batch workers the page's threads run (see page_yields_to_workers)
+FRAMES_UNDER_LOAD = 32  # frames a run sends the page while more than CALM_STREAMS runs are stepped
 
 
-def page_yields_to_workers(nice: int = PAGE_NICE) -> bool:
-    """Run this thread, and every thread it starts from now on, `nice` steps below the batch
-    workers already started (Linux thread priorities; elsewhere nothing changes). Call it after
-    the workers have started and before the server's threads do.
-
-    Why: with a class at once, the page's work is elastic and the workers' is not. A page late
-    shows each run's newest frame when it gets there (frames never shown are never decoded), but
-    a worker late makes every visitor late. At equal priority, the page's thirty streaming
-    threads outweigh the two single-threaded workers on two cores (the kernel shares the CPU
-    by thread), and the autoregressive worker, whose 256 steps everyone waits for, got about
-    60 % of a core. True when the priority was lowered."""
-    if not (hasattr(os, "setpriority") and hasattr(threading, "get_native_id")):
-        return False
-    try:
-        thread = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + nice)
-    except OSError:
-        return False
-    return True
+def sends_frame(step: int, total: int, active: int) -> bool:
+    """Whether a batched run's frame at `step` (1-based) of `total` goes to the page while
+    `active` runs are stepped together. A few runs: every frame. A class: the first, the last
+    and about FRAMES_UNDER_LOAD between (every 8th of 256 tokens; all 12 diffusion steps). The
+    page shows a run's newest frame when it is due and keeps the others for the scrub slider,
+    so thirty runs' 7,680 token frames cost it their unpickling and wake-ups for nothing."""
+    if active <= CALM_STREAMS or step in (1, total):
+        return True
+    return step % max(1, total // FRAMES_UNDER_LOAD) == 0
 
 
 @dataclass(frozen=True)
@@ -186,7 +176,8 @@ class BatchLoop:
             a.compute_ms += spent_ms
             a.compute_cpu_s += spent_cpu
             a.fraction = frame.fraction
-            self.send(a.job, "frame", (portable(frame), a.compute_ms, a.compute_cpu_s))
+            if sends_frame(frame.step, frame.total, len(self.active)):
+                self.send(a.job, "frame", (portable(frame), a.compute_ms, a.compute_cpu_s))
             if frame.done:
                 self._drop(a.job)
                 self.send(a.job, "end", None)

@@ -136,7 +136,12 @@ class Track:
         return self.frames[-1].fraction * min_seconds - elapsed
 
     def compute_ms_at(self, frame) -> float:
-        return self.compute_ms[frame.step - 1]
+        """The compute time reached at one of this track's frames. (Frames may skip steps: a
+        batch worker stepping a class sends only some of them; see batching.sends_frame.)"""
+        i = frame.step - 1
+        if not (i < len(self.frames) and self.frames[i] is frame):
+            i = next(j for j in range(len(self.frames) - 1, -1, -1) if self.frames[j] is frame)
+        return self.compute_ms[i]
 
     @property
     def keyframes(self) -> list:
