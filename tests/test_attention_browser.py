@@ -2,7 +2,6 @@
 words; choosing one and generating overlays both pictures and says so in both status lines.
 Saves artifacts/playground-attention.png. Skipped without playwright or Debian's chromium."""
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,11 +9,7 @@ import pytest
 pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+from test_browser import ARGS, ARTIFACTS, CHROMIUM  # noqa: E402  (one browser set-up for every browser test)
 BOTH_ATTENDED = """() => ["#diffusion-status", "#ar-status"].every(s => {
   const text = document.querySelector(s)?.innerText || "";
   return text.includes("done") && text.includes("attention to “star”"); })"""

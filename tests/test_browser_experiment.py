@@ -2,7 +2,6 @@
 captioned pictures and the table of match shares. Saves artifacts/playground-experiment.png.
 Tiny random models; skipped when playwright or Debian's chromium is not installed."""
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,11 +9,7 @@ import pytest
 pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+from test_browser import ARGS, ARTIFACTS, CHROMIUM  # noqa: E402  (one browser set-up for every browser test)
 SUMMARY_DONE = """() => {
   const text = document.querySelector("#experiment-summary")?.innerText || "";
   return text.includes("diffusion") && /autoregressive\\s+3 of 3/.test(text);
