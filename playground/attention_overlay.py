@@ -17,6 +17,8 @@ import sys
 import numpy as np
 from PIL import Image
 
+from playground.world.text import CANONICAL
+
 OVERLAY_ALPHA = 0.6  # the heat map's share of each blended pixel: the picture stays readable under it
 
 
@@ -73,6 +75,20 @@ def word_positions(tokens: list[str], word: str) -> list[int]:
     every occurrence; [] when it is not there."""
     word = (word or "").strip().lower()
     return [i for i, t in enumerate(tokens) if t.lower() == word]
+
+
+class WordNotInPrompt(ValueError):
+    """The chosen word is not one of the prompt's tokens (its message is one line for people)."""
+
+
+def chosen_word_positions(tokens: list[str], word: str) -> list[int]:
+    """The positions of a chosen word among a prompt's tokens, a synonym counting ("big" is
+    "large"); WordNotInPrompt with a one-line message when it is not there (or none is chosen)."""
+    word = (word or "").strip().lower()
+    found = word_positions(tokens, CANONICAL.get(word, word)) if word else []
+    if not found:
+        raise WordNotInPrompt(f"“{word}” is not a word of this prompt" if word else "no word chosen")
+    return found
 
 
 def mean_over(maps: np.ndarray, positions: list[int]) -> np.ndarray:

@@ -20,11 +20,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from playground.attention_overlay import mean_over, word_positions
+from playground.attention_overlay import chosen_word_positions, mean_over
 from playground.autoregressive.kv_cache import GPT2Arithmetic
 from playground.autoregressive.model import AutoregressiveModel
 from playground.frames import UNWRITTEN
-from playground.world.text import CANONICAL, prompt_order
+from playground.world.text import prompt_order
 
 
 class AttentionUnavailable(ValueError):
@@ -90,12 +90,8 @@ class AutoregressiveAttention:
         self.reader = PromptAttention(model.transformer, prefix, self.prompt_len)
 
     def positions(self, word: str) -> list[int]:
-        """The prompt positions of `word` (a synonym counts); ValueError with a one-line message."""
-        word = (word or "").strip().lower()
-        found = word_positions(self.tokens, CANONICAL.get(word, word)) if word else []
-        if not found:
-            raise ValueError(f"“{word}” is not a word of this prompt" if word else "no word chosen")
-        return found
+        """The prompt positions of `word` (a synonym counts); WordNotInPrompt (a ValueError)."""
+        return chosen_word_positions(self.tokens, word)
 
     @torch.no_grad()
     def maps(self, frame, feed: bool = True) -> np.ndarray:

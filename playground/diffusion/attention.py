@@ -25,17 +25,13 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from playground.attention_overlay import mean_over, word_positions
+from playground.attention_overlay import chosen_word_positions, mean_over
 from playground.diffusion.model import DiffusionModel, encode_text, make_scheduler, unet_input
-from playground.world.text import CANONICAL, prompt_order
+from playground.world.text import prompt_order
 
 MAX_SIDE = 16  # layers whose latent side is at most this are averaged (16x16 / 8x8)
 _recording = threading.local()
 _install_lock = threading.Lock()
-
-
-class WordNotInPrompt(ValueError):
-    """The chosen word is not one of the prompt's tokens (its message is one line for people)."""
 
 
 class RecordingProcessor:
@@ -122,11 +118,7 @@ class DiffusionAttention:
 
     def positions(self, word: str) -> list[int]:
         """The token positions of `word` (a synonym counts: "big" is "large"); WordNotInPrompt."""
-        word = (word or "").strip().lower()
-        found = word_positions(self.tokens, CANONICAL.get(word, word)) if word else []
-        if not found:
-            raise WordNotInPrompt(f"“{word}” is not a word of this prompt" if word else "no word chosen")
-        return found
+        return chosen_word_positions(self.tokens, word)
 
     @torch.no_grad()
     def maps(self, frame) -> np.ndarray:
