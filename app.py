@@ -56,7 +56,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
     `batch` (a runtime.batching.BatchConfig): instead, every request in two batch workers."""
     from playground.diffusion.model import SCHEDULERS
     from playground.hub.common import on_gpu
-    from playground.settings import LIMITS, EditSettings, GenerationSettings, suggested_diffusion_settings
+    from playground.settings import AR_ORDERS, LIMITS, EditSettings, GenerationSettings, suggested_diffusion_settings
     from playground.ui import teaching
     from playground.ui.attention import attention_chips, wire_attention
     from playground.ui.branching import branch_row
@@ -182,6 +182,10 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                 gr.Markdown(teaching.DIFFUSION_TEXT)
             with gr.Column():
                 gr.Markdown("## Autoregressive")
+                with gr.Row(equal_height=True):  # the generation orders gallery: raster, random, confidence-first
+                    setting["ar_order"] = gr.Radio(list(AR_ORDERS), value=defaults.ar_order, elem_id="ar-order", scale=3,
+                                                   label="Order the codes are written in", info=teaching.ORDER_INFO)
+                    setting["ar_steps"] = number("ar_steps", "Steps (any order; 0: its default)")
                 out["ar_image"] = gr.Image(
                     label="token grid", format="png", elem_id="ar-image", interactive=False, height=280,
                 )
@@ -190,6 +194,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
                 out["ar_verdict"] = gr.Markdown(elem_id="ar-verdict")
                 out["ar_candidates"] = gr.Markdown(label="token candidates", elem_id="ar-candidates")
                 gr.Markdown(teaching.AUTOREGRESSIVE_TEXT)
+                gr.Markdown(teaching.ORDERS_TEXT)
 
         gr.Markdown(teaching.VERDICT_TEXT)
         out["scrub"] = gr.Slider(

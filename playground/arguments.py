@@ -7,12 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from playground.settings import EditSettings, GenerationSettings, suggested_diffusion_settings
+from playground.settings import AR_ORDERS, EditSettings, GenerationSettings, suggested_diffusion_settings
 
 EXIT_BAD_INPUT = 2
 MAX_PROMPTS = 10000
-
-EXIT_BAD_INPUT = 2
 
 
 def add_settings_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,6 +30,11 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
                         f"steers its half of the picture (0: off, 1: it alone; default {d.regional})")
     p.add_argument("--ar-regional", default=d.ar_regional,
                    help=f"the same for the embedded autoregressive model (default {d.ar_regional})")
+    p.add_argument("--order", dest="ar_order", default=d.ar_order, metavar="ORDER",
+                   help=f"the order the autoregressive panel writes its codes in: {', '.join(AR_ORDERS)} (default "
+                        f"{d.ar_order}; random and confidence-first are the embedded any-order model's)")
+    p.add_argument("--ar-steps", default=d.ar_steps,
+                   help="the any-order model's steps (network evaluations; default 0: 12 confidence-first, 32 random)")
 
 
 def add_branch_arguments(p: argparse.ArgumentParser) -> None:
@@ -92,7 +95,7 @@ def settings_from_args(args, diffusion_model: str = "") -> GenerationSettings:
         seed=args.seed, num_inference_steps=given("num_inference_steps"), scheduler=args.scheduler,
         guidance_scale=given("guidance_scale"), temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, ar_guidance_scale=args.ar_guidance_scale, regional=args.regional,
-        ar_regional=args.ar_regional,
+        ar_regional=args.ar_regional, ar_order=args.ar_order, ar_steps=args.ar_steps,
     ).validated()
 
 

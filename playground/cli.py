@@ -130,7 +130,8 @@ def write_attention(engine, prompt: str, settings: GenerationSettings, runs: dic
         frame = runs[name][-1]
         try:
             model = getattr(settings, f"{name}_model")
-            attention = attention_reader(engine, name, model, prompt, settings.scheduler).word_map(frame, word)  # (g, g)
+            reader = attention_reader(engine, name, model, prompt, settings.scheduler, settings.ar_order)
+            attention = reader.word_map(frame, word)  # (g, g)
         except ValueError as exc:
             report[name] = str(exc)
             print(f"note: {name}: {exc}", file=sys.stderr)

@@ -4,7 +4,8 @@
       tokenizer/tokenizer.json      word-level tokenizer (tokenizers)
       vqvae/                        the shared autoencoder (diffusers VQModel)
       unet/  text_encoder/  scheduler/   the diffusion model (diffusers + a transformers text encoder)
-      transformer/                  the autoregressive model (transformers GPT-2)
+      transformer/                  the autoregressive model (transformers GPT-2), raster order
+      masked/                       the any-order model (transformers BERT): random or confidence-first order
 
 `load_engine(folder)` loads them all with `from_pretrained` (safetensors only) and returns an
 `Engine`; any folder laid out the same way (such as the tiny random ones the tests build) works.
@@ -23,6 +24,8 @@ from pathlib import Path
 import torch
 
 from playground.autoencoder.model import SharedAutoencoder
+from playground.autoregressive.masked_model import MASKED_FOLDER, MaskedModel
+from playground.autoregressive.masked_sample import masked_progressive
 from playground.autoregressive.model import AutoregressiveModel
 from playground.autoregressive.sample import autoregressive_progressive
 from playground.diffusion.model import SCHEDULERS, DiffusionModel, load_text_encoder
@@ -46,6 +49,7 @@ class Engine:
     folder: Path
     hub: dict[str, dict[str, object]] = field(default_factory=lambda: {"diffusion": {}, "autoregressive": {}})
     problems: list[str] = field(default_factory=list)  # why a model asked for is not here
+    masked: MaskedModel | None = None  # the any-order model (assets/masked/), where there is one
 
     # (`regional` prompts read the shapes world's grammar: the embedded models' only.)
     def diffusion_progressive(self, prompt: str, model: str = "", regional: float = 0.0, **kwargs):
@@ -53,7 +57,17 @@ class Engine:
             return diffusion_progressive(self.diffusion, prompt, regional=regional, **kwargs)
         return self.hub["diffusion"][self.model_name("diffusion", model)].progressive(prompt, **kwargs)
 
-    def autoregressive_progressive(self, prompt: str, model: str = "", regional: float = 0.0, **kwargs):
+    def autoregressive_progressive(self, prompt: str, model: str = "", regional: float = 0.0, order: str = "raster",
+                                   num_inference_steps: int = 0, **kwargs):
+        """The autoregressive panel's sampler. `order` other than raster: the any-order model
+        writes the codes (embedded only), in `num_inference_steps` steps (0: its default)."""
+        if order != "raster":
+            if (name := self.model_name("autoregressive", model)) != EMBEDDED:
+                raise SettingsError(f"the {order} order is the embedded any-order model's; {name} writes in raster order")
+            if self.masked is None:
+                raise ModelNotFoundError(f"there is no any-order model in {self.folder / MASKED_FOLDER}; "
+                                         "train it with `python -m playground.training.train --stage masked`")
+            return masked_progressive(self.masked, prompt, order=order, num_inference_steps=num_inference_steps or None, **kwargs)
         if self.model_name("autoregressive", model) == EMBEDDED:
             return autoregressive_progressive(self.autoregressive, prompt, regional=regional, **kwargs)
         return self.hub["autoregressive"][self.model_name("autoregressive", model)].progressive(prompt, **kwargs)
@@ -97,7 +111,7 @@ def load_engine(folder: str | Path | None = None, diffusion_model=None, autoregr
     """Load both embedded models from `folder` (default: the shipped assets/), and the real
     models asked for (ids or folders; None: PLAYGROUND_DIFFUSION_MODEL / _AUTOREGRESSIVE_MODEL)."""
     from diffusers import UNet2DConditionModel, VQModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
     folder = Path(folder or os.environ.get("PLAYGROUND_ASSETS") or ASSETS_DIR)
     torch.set_flush_denormal(True)  # tiny floats otherwise slow these CPUs down several times
@@ -120,6 +134,9 @@ def load_engine(folder: str | Path | None = None, diffusion_model=None, autoregr
         autoregressive=AutoregressiveModel(transformer, prompt_encoder, autoencoder),
         folder=folder,
     )
+    if (folder / MASKED_FOLDER).exists():  # optional: the raster model alone is a complete playground
+        engine.masked = MaskedModel(AutoModelForMaskedLM.from_pretrained(folder / MASKED_FOLDER, use_safetensors=True).eval(),
+                                    prompt_encoder, autoencoder)
     preview_vae = preview_vae or os.environ.get("PLAYGROUND_PREVIEW_VAE") or None
     for kind, given in (("diffusion", diffusion_model), ("autoregressive", autoregressive_model)):
         for model_id in configured_models(kind, given):
@@ -135,6 +152,7 @@ def build_random_assets(folder: str | Path, seed: int = 0) -> Path:
     """Tiny, seeded, untrained models saved in the assets layout: for fast tests and demos of
     the machinery. Loaded with `load_engine(folder)` like the real ones."""
     from playground.autoencoder.model import AutoencoderConfig, build_autoencoder
+    from playground.autoregressive.masked_model import MaskedConfig, build_masked_transformer
     from playground.autoregressive.model import AutoregressiveConfig, build_transformer
     from playground.diffusion.model import DiffusionConfig, build_text_encoder, build_train_scheduler, build_unet
     from playground.world.text import save_tokenizer
@@ -152,4 +170,6 @@ def build_random_assets(folder: str | Path, seed: int = 0) -> Path:
     build_train_scheduler(dcfg).save_pretrained(folder / "scheduler")
     acfg = AutoregressiveConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
     build_transformer(acfg, pe.vocab_size, 32, 16, pe.pad_id, pe.bos_id).save_pretrained(folder / "transformer")
+    mcfg = MaskedConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    build_masked_transformer(mcfg, pe.vocab_size, 32, 16, pe.pad_id).save_pretrained(folder / MASKED_FOLDER)
     return folder

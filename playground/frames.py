@@ -119,6 +119,8 @@ class AutoregressiveFrame(Frame):
     candidates: list[tuple[int, float]] = field(default_factory=list)  # top (code, probability)
     grid: int = 16
     kept: int = 0  # tokens copied from an input picture (editing), not written by the model
+    written_now: tuple[int, ...] = ()  # every cell this step wrote, where a step writes several (any-order models)
+    order: str = "raster"  # the order the cells are written in (masked_model.ORDERS)
 
     kind = "autoregressive"
 
@@ -160,7 +162,7 @@ class AutoregressiveFrame(Frame):
             image, size = self.raw_image(), self.display_size * scale
             if size % image.shape[0] == 0:  # whole-number enlargements first, so that marks stay crisp
                 image = upscale(image, size // image.shape[0])
-            current = None if self.done or image.shape[0] // self.grid < MIN_BOXED_CELL else self.position
+            current = None if self.done or image.shape[0] // self.grid < MIN_BOXED_CELL else (self.written_now or self.position)
             image = mark_partial_grid(image, written, current)
             if self.region is not None and image.shape[0] // self.grid >= MIN_BOXED_CELL:
                 image = outline_cells(image, self.region)
@@ -181,8 +183,9 @@ def decoded_rows(codes: torch.Tensor, grid: int, done: bool) -> int:
     return min(grid, int(written[-1]) + 2)
 
 
-def mark_partial_grid(image: np.ndarray, written: np.ndarray, position: int | None) -> np.ndarray:
-    """Hatch the cells not yet written and outline the cell at `position` (raster index).
+def mark_partial_grid(image: np.ndarray, written: np.ndarray, position: int | tuple[int, ...] | None) -> np.ndarray:
+    """Hatch the cells not yet written and outline the cell at `position` (raster index; or the
+    cells at several, for a step that wrote several).
 
     image: (H, W, 3) uint8; written: (g, g) bool. Returns a new (H, W, 3) uint8 array.
     """
@@ -195,10 +198,10 @@ def mark_partial_grid(image: np.ndarray, written: np.ndarray, position: int | No
     cells = out.reshape(g, cell, g, cell, 3).transpose(0, 2, 1, 3, 4)  # (g, g, cell, cell, 3), a view
     hatch = hatch_pattern(h, w).reshape(g, cell, g, cell).transpose(0, 2, 1, 3)  # (g, g, cell, cell)
     cells[~written] = hatch[~written][..., None]
-    if position is not None:
-        r, c = divmod(position, g)
+    box = np.array([255, 0, 255], dtype=np.uint8)  # magenta: visible on every palette colour
+    for index in ([] if position is None else [position] if isinstance(position, int) else position):
+        r, c = divmod(index, g)
         y0, x0 = r * cell, c * cell
-        box = np.array([255, 0, 255], dtype=np.uint8)  # magenta: visible on every palette colour
         out[y0, x0 : x0 + cell] = box
         out[y0 + cell - 1, x0 : x0 + cell] = box
         out[y0 : y0 + cell, x0] = box

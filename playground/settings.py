@@ -14,6 +14,9 @@ from playground.world.text import MAX_PROMPT_CHARS
 MAX_SEED = 2**31 - 1
 EMBEDDED = "embedded"  # the name of the embedded models in menus and settings
 SCHEDULER_NAMES = ("ddim", "euler", "ddpm", "dpm")  # the diffusion samplers (diffusion.model.SCHEDULERS)
+# The orders the autoregressive panel writes its codes in (autoregressive.masked_model.ORDERS):
+# raster by the GPT-2, one cell a step; random and confidence-first by the any-order BERT.
+AR_ORDERS = ("raster", "random", "confidence")
 
 
 MODEL_FIELDS = ("diffusion_model", "autoregressive_model")
@@ -29,6 +32,7 @@ LIMITS = {
     "ar_guidance_scale": (0.0, 20.0),
     "regional": (0.0, 1.0),
     "ar_regional": (0.0, 1.0),
+    "ar_steps": (0, 256),  # the any-order model's steps; 0: its default for the order
     # editing
     "strength": (0.05, 1.0),
     "keep_rows": (0, 15),  # of the 16 token rows; at least one row is written
@@ -57,6 +61,10 @@ class GenerationSettings:
     # Off for the autoregressive model, which reads each object's place first: four token streams
     # instead of two cost a third more time a two-object picture, for a few points at most.
     ar_regional: float = 0.0
+    # The order the autoregressive panel writes in, and the steps of the any-order model (0: 12
+    # confidence-first, 32 random; raster always takes one step a cell).
+    ar_order: str = "raster"
+    ar_steps: int = 0
     # which model paints each panel ("": the engine's default; see Engine.models)
     diffusion_model: str = ""
     autoregressive_model: str = ""
@@ -68,6 +76,10 @@ class GenerationSettings:
             v = getattr(self, f.name)
             if f.name in MODEL_FIELDS:
                 v = "" if v is None else str(v).strip()  # the engine knows which models there are
+            elif f.name == "ar_order":
+                v = str(v).lower()
+                if v not in AR_ORDERS:
+                    raise SettingsError(f"ar_order must be one of {', '.join(AR_ORDERS)}, not {v!r}")
             elif f.name == "scheduler":
                 v = str(v).lower()
                 if v not in SCHEDULER_NAMES:
@@ -97,7 +109,8 @@ class GenerationSettings:
     def autoregressive_kwargs(self) -> dict:
         return dict(seed=self.seed, temperature=self.temperature, top_k=self.top_k,
                     top_p=self.top_p, guidance_scale=self.ar_guidance_scale, regional=self.ar_regional,
-                    **({"model": self.autoregressive_model} if self.autoregressive_model else {}))
+                    **({"model": self.autoregressive_model} if self.autoregressive_model else {}),
+                    **({"order": self.ar_order, "num_inference_steps": self.ar_steps} if self.ar_order != "raster" else {}))
 
     def as_dict(self) -> dict:
         return asdict(self)

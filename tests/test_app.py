@@ -259,9 +259,9 @@ def test_the_inputs_are_the_settings_fields_in_the_apis_order(client):
     shared = ["num_inference_steps", "scheduler", "guidance_scale", "temperature", "top_k", "top_p",
               "ar_guidance_scale"]
     assert list(GENERATE_INPUTS) == ["prompt", "seed", *shared, "diffusion_model", "autoregressive_model",
-                                     "regional", "ar_regional"]
+                                     "regional", "ar_regional", "ar_order", "ar_steps"]
     assert list(EDIT_INPUTS) == ["picture", "prompt", "mask", "seed", "strength", "keep_rows", *shared,
-                                 "regional", "ar_regional"]
+                                 "regional", "ar_regional", "ar_order", "ar_steps"]
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     for endpoint, names in (("/generate", GENERATE_INPUTS), ("/edit", EDIT_INPUTS)):
         assert [p["parameter_name"] for p in endpoints[endpoint]["parameters"]] == list(names)

@@ -57,11 +57,13 @@ class HubDiffusionAttention:
         return self.maps(frame)[self.positions(word)].mean(axis=0)
 
 
-def attention_reader(engine, kind: str, model: str, prompt: str, scheduler: str = "ddim"):
-    """The reader of the maps of a run of `kind` on `model` ("": the default) of an Engine:
-    an object with positions(word), maps(frame) and word_map(frame, word). ValueError, one line,
-    where the model gives none."""
+def attention_reader(engine, kind: str, model: str, prompt: str, scheduler: str = "ddim", order: str = "raster"):
+    """The reader of the maps of a run of `kind` on `model` ("": the default) of an Engine,
+    written in `order`: an object with positions(word), maps(frame) and word_map(frame, word).
+    ValueError, one line, where the model gives none."""
     name = engine.model_name(kind, model)
+    if kind == "autoregressive" and order != "raster":
+        raise ValueError(f"{UNAVAILABLE} for the {order} order (the raster model's attention is read: choose raster)")
     if kind == "diffusion":
         if name == EMBEDDED:
             return DiffusionAttention(engine.diffusion, prompt, scheduler)

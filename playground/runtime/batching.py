@@ -381,6 +381,8 @@ class BatchPool:
     while the workers are loading, or when `max_queue` requests are in already (the page then
     says the queue is full)."""
 
+    raster_only = True  # the autoregressive worker steps raster-order runs (any-order ones run in the page)
+
     def __init__(self, folder, cfg: BatchConfig = BatchConfig(), max_queue: int = 64):
         self.cfg, self.max_queue = cfg, max_queue
         ctx = mp.get_context("spawn")

@@ -47,12 +47,13 @@ from playground.training.autoencoder import train_autoencoder, train_decoder
 from playground.training.autoregressive import train_autoregressive
 from playground.training.diffusion import train_diffusion
 from playground.training.encode import encode_dataset
+from playground.training.masked import train_masked
 from playground.training.loop import check_share
 from playground.world.data import CAPTION_DROP
 from playground.world.text import PROMPT_ORDERS
 
 STAGES = {"autoencoder": train_autoencoder, "encode": encode_dataset, "decoder": train_decoder, "diffusion": train_diffusion,
-          "autoregressive": train_autoregressive}
+          "autoregressive": train_autoregressive, "masked": train_masked}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra loss weight on the codes of cells that an object touches (0: plain cross-entropy)")
     p.add_argument("--ar-optimizer", choices=["adamw", "muon"], default="adamw",
                    help="muon: Muon for the blocks' weight matrices, AdamW for the rest (optim.py)")
+    p.add_argument("--masked-steps", type=int, default=4000)
+    p.add_argument("--masked-batch", type=int, default=32)
+    p.add_argument("--masked-lr", type=float, default=2e-3)
+    p.add_argument("--masked-optimizer", choices=["adamw", "muon"], default="muon",
+                   help="the any-order model's optimizer (masked.py): Muon for the blocks' matrices, AdamW for the rest")
     p.add_argument("--ar-bf16", type=int, default=1, help="bfloat16 autocast (faster on these CPUs)")
     return p
 

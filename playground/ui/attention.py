@@ -76,7 +76,8 @@ class RunAttention:
         if kind not in self.readers:
             settings = self.run.settings
             model = settings.diffusion_model if kind == "diffusion" else settings.autoregressive_model
-            self.readers[kind] = attention_reader(self.engine, kind, model, self.run.prompt, settings.scheduler)
+            self.readers[kind] = attention_reader(self.engine, kind, model, self.run.prompt, settings.scheduler,
+                                                  settings.ar_order)
         return self.readers[kind]
 
     def word_map(self, kind: str, frame, word: str, allowed_s: float | None = None) -> tuple[np.ndarray | None, int]:

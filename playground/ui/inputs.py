@@ -31,7 +31,7 @@ from playground.ui.views import PREVIEW_SCALE
 _GENERATION_FIELDS = tuple(f.name for f in fields(GenerationSettings))
 # The API lists the regional settings last, after the model menus: callers that pass values by
 # position rely on that order.
-_LAST = ("regional", "ar_regional")
+_LAST = ("regional", "ar_regional", "ar_order", "ar_steps")
 GENERATE_SETTINGS = tuple(n for n in _GENERATION_FIELDS if n not in _LAST) + _LAST
 EDIT_ONLY_SETTINGS = tuple(f.name for f in fields(EditSettings) if f.name not in _GENERATION_FIELDS)
 # An edit runs on the embedded models (no model menus), and its own settings follow the seed.

@@ -180,6 +180,22 @@ then (the status line says from which step); the finished pictures and the slide
 step's own map.
 """
 
+ORDER_INFO = "raster: one cell a step, row by row · random: a few random cells a step · confidence: the surest cells first"
+
+ORDERS_TEXT = """\
+**Orders.** The codes need not be written row by row. *Raster* (a GPT-2) writes one cell a step,
+left to right, top to bottom: 256 network evaluations, each cheap because it remembers the cells
+before (its KV cache), and each cell sees only the cells above and to its left. *Random* and
+*confidence* come from a second model (a BERT trained MaskGIT-style: fill in the hidden cells of a
+grid) that sees the whole grid both ways at every step, so it can write any cells in any order,
+several at once. *Random* writes an even share of randomly chosen cells each step (32 steps).
+*Confidence* guesses every hidden cell each step and keeps the ones it is surest of: a few at first
+— usually the plain background, whose code is easy — and more and more as the picture settles
+(12 steps, about as many as diffusion's). Watch the magenta boxes: where does each order start,
+and how many evaluations does each need? Fewer steps are faster, but cells written in the same
+step cannot see each other's choice: too few and neighbours disagree.
+"""
+
 
 def vocabulary_markdown() -> str:
     """The words the models know, grouped, and how a prompt is put together."""

@@ -65,9 +65,16 @@ def diffusion_status(frame, compute_ms: float) -> str:
 
 
 def ar_status(frame, compute_ms: float) -> str:
-    row, col = frame.row_col
     rate = frame.step / max(compute_ms / 1000, 1e-9)
     kept = f" written, {frame.kept} kept from the picture (outside the outline)" if frame.kept else ""
+    if frame.written_now:  # an any-order model: several cells a step, anywhere on the grid
+        written = int((frame.codes >= 0).sum())
+        return (
+            f"step {frame.step}/{frame.total} · {frame.order} order · {len(frame.written_now)} cells this step, "
+            f"{written}/{frame.grid ** 2} written{kept} · {compute_ms:.0f} ms · "
+            f"{frame.network_evaluations} evaluations · {rate:.0f} steps/s"
+        )
+    row, col = frame.row_col
     return (
         f"token {frame.step}/{frame.total}{kept} · row {row}, col {col} · {compute_ms:.0f} ms · "
         f"{frame.network_evaluations} evaluations · {rate:.0f} tokens/s{regional_note(frame)}"
@@ -87,8 +94,9 @@ def candidates_markdown(frame) -> str:
     codes = " | ".join(f"**{c}**" if c == frame.token else str(c) for c, _ in frame.candidates)
     probs = " | ".join(f"{p:.1%}" for _, p in frame.candidates)
     line = "---|" * len(frame.candidates)
+    several = f" (the first of the {len(frame.written_now)} cells this step wrote)" if len(frame.written_now) > 1 else ""
     return (
-        f"Cell row {row}, col {col}: wrote code **{frame.token}**. Top candidates:\n\n"
+        f"Cell row {row}, col {col}{several}: wrote code **{frame.token}**. Top candidates:\n\n"
         f"| code | {codes} |\n|---|{line}\n| probability | {probs} |"
     )
 
