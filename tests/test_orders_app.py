@@ -73,3 +73,16 @@ def test_branch_and_attention_follow_the_order(tiny_engine, tiny_assets, tmp_pat
     assert np.array_equal(branch[-1].codes[written], a[2].codes[written]) and branch[-1].kept == int(written.sum())
     with pytest.raises(ValueError, match="choose raster"):
         attention_reader(tiny_engine, "autoregressive", "", "a red circle", order="confidence")
+
+
+def test_orders_command_measures_every_order(tiny_assets, tmp_path, capsys):
+    from playground.evaluation import orders
+
+    out = tmp_path / "orders.json"
+    orders.main(["--assets", str(tiny_assets), "--seen", "2", "--held-out", "1", "--threads", "1", "--out", str(out)])
+    report = json.loads(out.read_text())
+    evaluations = {order: report[f"{order}/seen"]["evaluations_per_image"] for order in ("raster", "random", "confidence")}
+    assert evaluations == {"raster": 256, "random": 32, "confidence": 12}
+    assert report["confidence/held_out"]["n"] == 1 and 0 <= report["confidence/seen"]["adherence"] <= 1
+    printed = capsys.readouterr().out
+    assert printed.count("confidence") == 2 and "s/picture" in printed

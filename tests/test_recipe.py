@@ -26,10 +26,10 @@ def test_every_shipped_run_is_a_valid_train_command_from_scratch_with_muon():
         assert args.stage in train.STAGES and args.threads == 1 and args.checkpoints.endswith(run.name)
         assert not args.ar_init and not args.diffusion_init and not args.ae_init and args.stop_at is None
         assert {"autoencoder": args.ae_optimizer, "diffusion": args.diffusion_optimizer,
-                "autoregressive": args.ar_optimizer}.get(args.stage, "muon") == "muon", run.name
-        steps[args.stage] = {"autoregressive": args.ar_steps, "diffusion": args.diffusion_steps,
+                "autoregressive": args.ar_optimizer, "masked": args.masked_optimizer}.get(args.stage, "muon") == "muon", run.name
+        steps[args.stage] = {"autoregressive": args.ar_steps, "diffusion": args.diffusion_steps, "masked": args.masked_steps,
                              "autoencoder": args.ae_steps, "encode": 0}[args.stage]
-    assert steps == {"autoencoder": 1500, "encode": 0, "diffusion": 4400, "autoregressive": 6500}
+    assert steps == {"autoencoder": 1500, "encode": 0, "diffusion": 4400, "autoregressive": 6500, "masked": 4200}
     assert [options(r).stage for r in SHIPPED.prepare] == ["autoencoder", "encode"]  # what the chains read, made before them
     sizes = {options(r).dataset_size for _, chain in SHIPPED.chains for r in chain}
     assert sizes == {options(r).dataset_size for r in SHIPPED.prepare if options(r).stage == "encode"}

@@ -47,7 +47,7 @@ def adherence(engine, prompts: list[str], settings: GenerationSettings, paradigm
     """Share of prompts whose picture matches by the checker, and seconds per picture."""
     run = engine.diffusion_progressive if paradigm == "diffusion" else engine.autoregressive_progressive
     kwargs = settings.diffusion_kwargs() if paradigm == "diffusion" else settings.autoregressive_kwargs()
-    ok, seconds, failures = 0, [], []
+    ok, seconds, failures, evaluations = 0, [], [], []
     part_failures = dict.fromkeys(PARTS, 0)  # how often each kind of part was drawn wrong
     by_objects: dict[int, list[bool]] = {}  # one object or two: where the models fail
     alone: list[bool] = []  # each object of a two-object prompt, checked by itself
@@ -59,6 +59,7 @@ def adherence(engine, prompts: list[str], settings: GenerationSettings, paradigm
             pass
         image = frame.image()
         seconds.append(time.perf_counter() - t0)
+        evaluations.append(frame.network_evaluations)
         result = check(image, prompt)
         ok += result.ok
         for part in verdict(image, prompt).parts:
@@ -83,7 +84,8 @@ def adherence(engine, prompts: list[str], settings: GenerationSettings, paradigm
             "by_objects": {str(k): {"adherence": float(np.mean(v)), "n": len(v)} for k, v in sorted(by_objects.items())},
             "objects_of_two_alone": float(np.mean(alone)) if alone else None,
             "two_objects_places_swapped": float(np.mean(swapped)) if swapped else None,
-            "seconds_per_image": float(np.mean(seconds)), "failures": failures}
+            "seconds_per_image": float(np.mean(seconds)), "evaluations_per_image": float(np.mean(evaluations)),
+            "failures": failures}
 
 
 def main(argv=None) -> None:

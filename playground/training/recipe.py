@@ -8,8 +8,8 @@ Each run is one `python -m playground.training.train` command with the options i
 (optim.py). The runner:
 1. prepares on every thread: the autoencoder, then the training set of 40,000 scenes
    rendered and encoded once, so that no later run writes what another reads;
-2. runs the chains side by side, the threads shared out: the diffusion model and the
-   autoregressive model, one thread each.
+2. runs the chains side by side, the threads shared out: the diffusion model on one thread,
+   the autoregressive model and then the any-order model on the other.
 
 A finished run leaves runs/recipe/<name>.done (its minutes), so a restarted recipe skips it; an
 interrupted one resumes from its checkpoints in runs/recipe/<checkpoints>/. Each chain's output
@@ -66,6 +66,9 @@ SHIPPED = Recipe(
         ("autoregressive", (
             Run("autoregressive", ("--stage", "autoregressive", "--two-object-share", "0.75", "--star-share", "0.25",
                                    "--ar-steps", "6500", "--ar-lr", "2e-3", "--ar-optimizer", "muon")),  # 115 min at one thread
+            # the any-order model (random and confidence-first orders), on the same codes
+            Run("masked", ("--stage", "masked", "--two-object-share", "0.75", "--star-share", "0.25",
+                           "--masked-steps", "4200", "--masked-lr", "2e-3", "--masked-optimizer", "muon")),
         )),
     ),
 )
