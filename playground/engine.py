@@ -152,7 +152,7 @@ def build_random_assets(folder: str | Path, seed: int = 0) -> Path:
     """Tiny, seeded, untrained models saved in the assets layout: for fast tests and demos of
     the machinery. Loaded with `load_engine(folder)` like the real ones."""
     from playground.autoencoder.model import AutoencoderConfig, build_autoencoder
-    from playground.autoregressive.masked_model import MaskedConfig, build_masked_transformer
+    from playground.autoregressive.masked_model import build_masked_transformer
     from playground.autoregressive.model import AutoregressiveConfig, build_transformer
     from playground.diffusion.model import DiffusionConfig, build_text_encoder, build_train_scheduler, build_unet
     from playground.world.text import save_tokenizer
@@ -170,6 +170,5 @@ def build_random_assets(folder: str | Path, seed: int = 0) -> Path:
     build_train_scheduler(dcfg).save_pretrained(folder / "scheduler")
     acfg = AutoregressiveConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
     build_transformer(acfg, pe.vocab_size, 32, 16, pe.pad_id, pe.bos_id).save_pretrained(folder / "transformer")
-    mcfg = MaskedConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-    build_masked_transformer(mcfg, pe.vocab_size, 32, 16, pe.pad_id).save_pretrained(folder / MASKED_FOLDER)
+    build_masked_transformer(acfg, pe.vocab_size, 32, 16, pe.pad_id).save_pretrained(folder / MASKED_FOLDER)
     return folder

@@ -312,7 +312,11 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     assert not list((tmp_path / "assets").rglob("*.bin")), "weights are saved as safetensors only"
     for stage in ("autoencoder", "decoder", "diffusion", "autoregressive"):
         assert torch.load(tmp_path / "runs" / stage / "checkpoint.pt", weights_only=True)["step"] == 2
+    train.main(tiny + ["--stage", "masked", "--masked-steps", "2", "--masked-batch", "2"])  # the any-order model, on the same codes
+    assert torch.load(tmp_path / "runs" / "masked" / "checkpoint.pt", weights_only=True)["step"] == 2
     engine = load_engine(tmp_path / "assets")
+    frames = list(engine.autoregressive_progressive("a red circle", order="confidence", num_inference_steps=2))
+    assert engine.masked.transformer.config.model_type == "bert" and frames[-1].done and frames[-1].image().shape == (64, 64, 3)
     frame = None
     for frame in engine.diffusion_progressive("a red circle", seed=0, num_inference_steps=2):
         pass

@@ -24,6 +24,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 
 from playground.autoencoder.model import SharedAutoencoder
+from playground.autoregressive.model import AutoregressiveConfig  # the same sizes as the raster model's
 from playground.world.text import MAX_PROMPT_TOKENS, PromptEncoder
 
 ORDERS = ("raster", "random", "confidence")  # how the codes are written; raster is model.py's
@@ -32,15 +33,7 @@ MASKED_FOLDER = "masked"  # the model's folder in assets/
 DEFAULT_STEPS = {"random": 32, "confidence": 12}  # network evaluations (without guidance's twin)
 
 
-@dataclass
-class MaskedConfig:
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 1024
-
-
-def build_masked_transformer(cfg: MaskedConfig, text_vocab_size: int, codebook_size: int, grid: int, pad_id: int) -> BertForMaskedLM:
+def build_masked_transformer(cfg: AutoregressiveConfig, text_vocab_size: int, codebook_size: int, grid: int, pad_id: int) -> BertForMaskedLM:
     config = BertConfig(
         vocab_size=text_vocab_size + 1 + codebook_size,
         hidden_size=cfg.hidden_size,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from playground.autoregressive.model import AutoregressiveConfig, build_transformer, grow_depth, training_sequences
 from playground.training import loop
 from playground.training.encode import dataset_object_cells, load_encoded, save_tokenizer_asset
-from playground.training.loop import Checkpointer, batch_sampler, draw_seed, pick_device, run_loop, step_rngs
+from playground.training.loop import Checkpointer, batch_sampler, draw_seed, optimise, pick_device, run_loop, step_rngs
 from playground.training.optim import build_optimizer
 from playground.world.data import training_captions
 
@@ -54,11 +54,7 @@ def train_autoregressive(args) -> None:
                 ce = F.cross_entropy(logits.transpose(1, 2), labels[:, -codes.shape[1] :].to(dev), reduction="none")  # (B, N)
                 weight = (1 + args.ar_object_weight * objects[idx]).to(dev)  # (B, N)
                 loss = (weight * ce).sum() / weight.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
-        opt.step()
-        return loss.item()
+        return optimise(loss, lm.parameters(), opt)
 
     run_loop("autoregressive", ckpt, args.ar_steps, args.ar_lr, step_fn, stop_at=args.stop_at)
     lm.to("cpu")

@@ -28,7 +28,7 @@ from playground.training.grounding import (
     object_token_positions,
     reading_loss,
 )
-from playground.training.loop import Checkpointer, batch_sampler, draw_seed, pick_device, run_loop, step_rngs
+from playground.training.loop import Checkpointer, batch_sampler, draw_seed, optimise, pick_device, run_loop, step_rngs
 from playground.training.optim import build_optimizer
 from playground.world.data import training_captions
 
@@ -102,11 +102,7 @@ def train_diffusion(args) -> None:
                 loss = loss + args.diffusion_grounding * grounding_loss(recorder.maps, positions, where)
             if args.diffusion_reading:
                 loss = loss + args.diffusion_reading * reading_loss(recorder.maps, positions, where)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        return loss.item()
+        return optimise(loss, params, opt)
 
     run_loop("diffusion", ckpt, args.diffusion_steps, args.diffusion_lr, step_fn, stop_at=args.stop_at)
     unet.to("cpu"), text_encoder.to("cpu")

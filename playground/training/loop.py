@@ -97,6 +97,17 @@ def two_object_sampler(scenes: list, two_object_share: float | None):
     return draw
 
 
+def optimise(loss: torch.Tensor, params, opt, clip: float | None = 1.0) -> float:
+    """One optimiser step on `loss`: gradients from zero, clipped to norm `clip` (None: not
+    clipped). Returns the loss as a float, for the loss curve."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    return loss.item()
+
+
 class Checkpointer:
     """Saves and restores {model(s), optimizer, step, losses} under runs/<stage>/ (or
     <folder>/<stage>/: --checkpoints)."""

@@ -6,10 +6,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from playground.autoregressive.masked_model import MASKED_FOLDER, MaskedConfig, build_masked_transformer, masked_inputs, training_mask
+from playground.autoregressive.masked_model import MASKED_FOLDER, build_masked_transformer, masked_inputs, training_mask
+from playground.autoregressive.model import AutoregressiveConfig
 from playground.training import loop
 from playground.training.encode import load_encoded, save_tokenizer_asset
-from playground.training.loop import Checkpointer, batch_sampler, draw_seed, pick_device, run_loop, step_rngs
+from playground.training.loop import Checkpointer, batch_sampler, draw_seed, optimise, pick_device, run_loop, step_rngs
 from playground.training.optim import build_optimizer
 from playground.world.data import training_captions
 
@@ -22,7 +23,7 @@ def train_masked(args) -> None:
     from diffusers import VQModel
 
     vq_config = VQModel.load_config(loop.ASSETS / "vqvae")
-    model = build_masked_transformer(MaskedConfig(), pe.vocab_size, vq_config["num_vq_embeddings"], grid, pe.pad_id)
+    model = build_masked_transformer(AutoregressiveConfig(), pe.vocab_size, vq_config["num_vq_embeddings"], grid, pe.pad_id)
     cfg = model.config
     dev = pick_device(args.device)
     model.to(dev)
@@ -44,11 +45,7 @@ def train_masked(args) -> None:
             logits = model(input_ids=inputs.to(dev)).logits[:, ids.shape[1] :, offset : offset + k].float()  # (B, N, K)
         # The loss on the masked cells only: the others are given.
         loss = F.cross_entropy(logits[mask.to(dev)], target.to(dev)[mask.to(dev)])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        return loss.item()
+        return optimise(loss, model.parameters(), opt)
 
     run_loop("masked", ckpt, args.masked_steps, args.masked_lr, step_fn, stop_at=args.stop_at)
     model.to("cpu")
