@@ -44,13 +44,20 @@ class BranchPoint:
     def note(self) -> str:
         """Where the two runs split, in words."""
         d, a = self.diffusion, self.autoregressive
-        return f"branched at step {d.step} of {d.total} / token {a.step} of {a.total}"
+        return f"branched at step {d.step} of {d.total} / {ar_unit(a)} {a.step} of {a.total}"
 
     def sampler_kwargs(self) -> tuple[dict, dict]:
         """The samplers' extra keyword arguments that start a run here: (diffusion, autoregressive)."""
         d, a = self.diffusion, self.autoregressive
         diffusion = {"start_latent": d.pred_x0.detach().clone(), "start_at": d.skipped + d.step}
+        if a.order != "raster":  # an any-order run: the cells written so far kept, the rest in its remaining steps
+            return diffusion, {"start_codes": a.codes.clone(), "num_inference_steps": a.total - a.step}
         return diffusion, {"start_codes": a.codes.clone()}
+
+
+def ar_unit(frame) -> str:
+    """What an autoregressive run counts: tokens in raster order, steps of several cells in any other."""
+    return "token" if frame.order == "raster" else "AR step"
 
 
 def check_step(step, total: int, what: str) -> int:

@@ -66,8 +66,10 @@ def test_branch_and_attention_follow_the_order(tiny_engine, tiny_assets, tmp_pat
     d = list(tiny_engine.diffusion_progressive("a red circle", **settings.diffusion_kwargs()))
     a = list(tiny_engine.autoregressive_progressive("a red circle", **kwargs))
     point = point_at_steps(d, a, 2, 3)
-    start = point.sampler_kwargs()[1]["start_codes"]
-    branch = list(tiny_engine.autoregressive_progressive("a red circle", **{**kwargs, "seed": 9}, start_codes=start))
+    starts = point.sampler_kwargs()[1]
+    start = starts["start_codes"]
+    branch = list(tiny_engine.autoregressive_progressive("a red circle", **{**kwargs, "seed": 9, **starts}))
+    assert len(branch) == 6 - 3 and point.note() == "branched at step 2 of 3 / AR step 3 of 6"  # the run's remaining steps
     written = start != -1
     assert int(written.sum()) == int((a[2].codes != -1).sum()) > 0
     assert np.array_equal(branch[-1].codes[written], a[2].codes[written]) and branch[-1].kept == int(written.sum())

@@ -13,7 +13,7 @@ import logging
 
 import gradio as gr
 
-from playground.branching import BranchPoint, branch_prompt, branch_settings, point_at_fraction
+from playground.branching import BranchPoint, ar_unit, branch_prompt, branch_settings, point_at_fraction
 from playground.errors import SettingsError
 from playground.hub.common import on_gpu
 from playground.runtime.pacing import Pacer
@@ -35,7 +35,7 @@ def branch_status(point: BranchPoint, seed: int, prompt: str | None, frames: dic
     if (f := frames.get("diffusion")) is not None:
         progress.append(f"diffusion step {d.step + f.step}/{d.total}")
     if (f := frames.get("autoregressive")) is not None:
-        progress.append(f"token {a.step + f.step}/{a.total}")
+        progress.append(f"{ar_unit(a)} {a.step + f.step}/{a.total}")
     done = all(f is not None and f.done for f in frames.values()) and len(frames) == 2
     return f"{'✓ done · ' if done else ''}↪ {point.note()} ({changed})" + "".join(f" · {p}" for p in progress)
 
