@@ -63,3 +63,13 @@ def test_shipped_models_are_deterministic(real_engine, paradigm):
     assert png_bytes(a) == png_bytes(b)
     other = final_image(real_engine, paradigm, SEEN_PROMPTS[0], GenerationSettings(seed=12).validated())
     assert png_bytes(other) != png_bytes(a)
+
+
+@pytest.mark.parametrize("order", ["random", "confidence"])
+def test_shipped_any_order_model_draws_seen_prompts(real_engine, order):
+    """The shipped any-order model: at least two of three seen prompts drawn right in each order
+    (assets/README.md, Evaluation: the orders gallery)."""
+    settings = GenerationSettings(ar_order=order).validated()
+    results = {p: shapes.check(final_image(real_engine, "autoregressive", p, settings), p) for p in SEEN_PROMPTS}
+    assert real_engine.masked.transformer.config.model_type == "bert"
+    assert sum(r.ok for r in results.values()) >= 2, {p: r.reasons for p, r in results.items()}
