@@ -1,6 +1,6 @@
 """The runs the shipped weights took, as data, and the runner behind `python -m playground.training.train`.
 
-    python -m playground.training.train                  # every run below, resumable; about 2 h 47 min on 2 cores
+    python -m playground.training.train                  # every run below, resumable; about 4 h 40 min on 2 cores
     python -m playground.training.train --device cuda    # the same runs on a GPU
 
 Each run is one `python -m playground.training.train` command with the options it was made with
@@ -48,7 +48,8 @@ class Recipe:
     chains: tuple[tuple[str, tuple[Run, ...]], ...]  # (name, runs): side by side
 
 
-# Every model from scratch with Muon: under 3 h on 2 cores, where the earlier recipe (an AdamW
+# Every model from scratch with Muon: the autoencoder and both generators in under 3 h on 2 cores
+# (the any-order model adds about 1 h 53 min), where the earlier recipe (an AdamW
 # autoencoder, four decoder fine-tunes, two diffusion runs) took about 7 h 20 min; its history is
 # in assets/EXPERIMENTS.md.
 SHIPPED = Recipe(

@@ -6,9 +6,9 @@ generators, into assets/.
     python -m playground.training.train --stage diffusion    # one stage (the generators need the autoencoder)
 
 The shipped recipe (recipe.py: its runs, order and times) trains the autoencoder, encodes the
-training set, then trains both generators side by side, one thread each, every model from
-scratch with Muon; about 2 h 47 min on 2 cores, and it resumes where it stopped, so it can
-be interrupted and restarted.
+training set, then trains both generators side by side, one thread each (the any-order model after the
+raster one), every model from scratch with Muon; about 4 h 40 min on 2 cores (2 h 47 min without
+the any-order model), and it resumes where it stopped, so it can be interrupted and restarted.
 
 `--stage all` is a single pass of the four stages (with the decoder fine-tune the shipped
 recipe leaves out) with the default options, which are AdamW's and not the shipped
@@ -20,7 +20,7 @@ and writes its loss curve to assets/<stage>-loss.png.
 
 `--ae-optimizer`, `--decoder-optimizer`, `--diffusion-optimizer` and `--ar-optimizer muon` train
 the weight matrices and convolution kernels with Muon instead of AdamW (optim.py): with it the
-shipped recipe trains every model from scratch in under 3 h (assets/EXPERIMENTS.md compares it
+shipped recipe trains the autoencoder and both generators from scratch in under 3 h (assets/EXPERIMENTS.md compares it
 with AdamW).
 
 On a GPU the same commands train there (`--device cuda`, the default where one is found):
