@@ -298,7 +298,7 @@ def test_evaluation_counts_one_and_two_object_prompts_apart():
         scene = truth[prompt]  # two objects: only the first drawn, on a background no prompt names
         shown = scene if len(scene.objects) == 1 else replace(scene, objects=scene.objects[:1], background=other(scene))
         picture = render(shown)
-        yield SimpleNamespace(image=lambda: picture)
+        yield SimpleNamespace(image=lambda: picture, network_evaluations=1)
 
     def other(scene):
         return next(c for c in COLORS if c not in {scene.background} | {o.color for o in scene.objects})
@@ -316,7 +316,7 @@ def test_evaluation_counts_one_and_two_object_prompts_apart():
             a, b = scene.objects
             scene = replace(scene, objects=(replace(a, place=b.place), replace(b, place=a.place)))
         picture = render(scene)
-        yield SimpleNamespace(image=lambda: picture)
+        yield SimpleNamespace(image=lambda: picture, network_evaluations=1)
 
     result = adherence(SimpleNamespace(diffusion_progressive=swapping), list(truth), GenerationSettings(), "diffusion")
     assert result["by_objects"]["2"]["adherence"] == 0.0
