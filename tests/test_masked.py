@@ -9,6 +9,13 @@ from playground.autoregressive.masked_model import (MASKED_ORDERS, cells_per_ste
 from playground.frames import UNWRITTEN, mark_partial_grid
 
 
+def test_the_settings_name_the_orders_the_models_write():
+    from playground.autoregressive.masked_model import ORDERS
+    from playground.settings import AR_ORDERS  # kept apart: settings must not import the models
+
+    assert AR_ORDERS == ORDERS and ORDERS[0] == "raster"
+
+
 def test_mask_ratio_runs_from_all_to_none():
     assert mask_ratio(0.0) == pytest.approx(1.0)
     assert mask_ratio(1.0) == pytest.approx(0.0, abs=1e-12)

@@ -29,12 +29,13 @@ CHOICE_TEMPERATURE = 4.5  # MaskGIT's noise on the confidence, annealed to 0 ove
 
 
 @torch.no_grad()
-def masked_progressive(model: MaskedModel, prompt: str, order: str = "confidence", seed: int = 0, temperature: float = 1.0,
-                       top_k: int = 0, top_p: float = 1.0, guidance_scale: float = 2.0, num_inference_steps: int | None = None,
+def masked_progressive(model: MaskedModel, prompt: str, order: str = "confidence", seed: int = 0, temperature: float = 0.6,
+                       top_k: int = 0, top_p: float = 1.0, guidance_scale: float = 1.5, num_inference_steps: int | None = None,
                        start_codes: torch.Tensor | np.ndarray | None = None, image: np.ndarray | None = None,
                        keep: np.ndarray | None = None):
     """Generate one picture in `order`, yielding a frame after each of `num_inference_steps`
-    network evaluations (default DEFAULT_STEPS[order]). Cells can be given from the start and
+    network evaluations (default DEFAULT_STEPS[order]); temperature 0.6 and guidance 1.5, the
+    best of those tried on the validation prompts (assets/EXPERIMENTS.md). Cells can be given from the start and
     kept: `start_codes` ((g*g,) ints, UNWRITTEN where to write; a branch's), or an edit's
     `image` (64, 64, 3) uint8 with `keep` ((g*g,) or (g, g) bool: the cells copied from it)."""
     start = time.perf_counter()
