@@ -88,3 +88,26 @@ def test_orders_command_measures_every_order(tiny_assets, tmp_path, capsys):
     assert report["confidence/held_out"]["n"] == 1 and 0 <= report["confidence/seen"]["adherence"] <= 1
     printed = capsys.readouterr().out
     assert printed.count("confidence") == 2 and "s/picture" in printed
+
+
+def test_an_any_order_run_is_computed_by_the_page_when_the_workers_batch(tiny_engine):
+    """A batch worker writes raster runs only: an any-order run never asks it for a place."""
+    from playground.runtime.run import LiveRun
+    from playground.settings import GenerationSettings
+
+    class BatchingPool:
+        raster_only = True
+        asked = 0
+
+        def acquire(self, count=2):
+            self.asked += 1
+            return None
+
+    pool = BatchingPool()
+    settings = GenerationSettings(ar_order="confidence", ar_steps=3, num_inference_steps=2).validated()
+    run = LiveRun(tiny_engine, "a red circle", settings, pool=pool).start(0.0)
+    assert run.done.wait(timeout=120) and run.error is None and run.complete
+    assert pool.asked == 0 and not run.in_workers
+    assert run.autoregressive.frames[-1].order == "confidence" and len(run.autoregressive.frames) == 3
+    raster = LiveRun(tiny_engine, "a red circle", GenerationSettings(num_inference_steps=2).validated(), pool=pool).start(0.0)
+    assert raster.done.wait(timeout=120) and pool.asked == 1  # a raster run does ask
