@@ -92,12 +92,13 @@ def test_orders_command_measures_every_order(tiny_assets, tmp_path, capsys):
 
 def test_an_any_order_run_is_computed_by_the_page_when_the_workers_batch(tiny_engine):
     """A batch worker writes raster runs only: an any-order run never asks it for a place."""
+    from playground.runtime.batching import BatchPool
     from playground.runtime.run import LiveRun
     from playground.settings import GenerationSettings
 
-    class BatchingPool:
-        raster_only = True
+    class BatchingPool:  # a BatchPool's choice of runs, without its processes
         asked = 0
+        serves = staticmethod(BatchPool.serves)
 
         def acquire(self, count=2):
             self.asked += 1

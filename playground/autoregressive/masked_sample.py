@@ -71,6 +71,7 @@ def masked_progressive(model: MaskedModel, prompt: str, order: str = "confidence
     if order == "random":
         permutation = random_order(n, generator)  # (N,)
         permutation = permutation[codes[permutation] == UNWRITTEN]  # (to_write,) kept cells are not written again
+    written = 0  # cells written so far
     for step, count in enumerate(schedule):
         # 2. The grid as it stands, masked where unwritten, through the model: logits for every cell.
         masked = codes == UNWRITTEN  # (N,)
@@ -89,14 +90,14 @@ def masked_progressive(model: MaskedModel, prompt: str, order: str = "confidence
             tokens = torch.multinomial(probs, 1, generator=generator)[:, 0]  # (N,)
         # 4. Which cells keep their code this step: the next in the random order, or the surest.
         if order == "random":
-            done = sum(schedule[:step])
-            cells = permutation[done : done + count]  # (count,)
+            cells = permutation[written : written + count]  # (count,)
         else:
             confidence = probs.gather(1, tokens[:, None])[:, 0].clamp_min(1e-12).log()  # (N,)
             noise = -torch.log(-torch.log(torch.rand(n, generator=generator).clamp(1e-12, 1 - 1e-12)))  # (N,) Gumbel
             confidence = confidence + CHOICE_TEMPERATURE * (1 - (step + 1) / steps) * noise
             cells = most_confident(confidence, masked, count)  # (count,)
         codes[cells] = tokens[cells]
+        written += count
         first = int(cells[0])
         top = torch.topk(probs[first], min(NUM_CANDIDATES, k))
         yield AutoregressiveFrame(

@@ -381,8 +381,6 @@ class BatchPool:
     while the workers are loading, or when `max_queue` requests are in already (the page then
     says the queue is full)."""
 
-    raster_only = True  # the autoregressive worker steps raster-order runs (any-order ones run in the page)
-
     def __init__(self, folder, cfg: BatchConfig = BatchConfig(), max_queue: int = 64):
         self.cfg, self.max_queue = cfg, max_queue
         ctx = mp.get_context("spawn")
@@ -410,6 +408,12 @@ class BatchPool:
     def in_use(self) -> int:
         """Requests in the workers now (running or waiting), the larger of the two paradigms."""
         return max(w.load for w in self.workers)
+
+    @staticmethod
+    def serves(settings) -> bool:
+        """Runs it can take: the autoregressive worker writes in raster order only (a run in
+        another order is computed by the page)."""
+        return settings.ar_order == "raster"
 
     def acquire(self, count: int = 2) -> list[BatchHandle] | None:
         if count != 2 or not self.ready:

@@ -78,9 +78,7 @@ class LiveRun:
         # start() hands each sampler to its own worker process when two are free (embedded models only).
         embedded = all(engine.model_name(kind, model) == EMBEDDED for kind, model in
                        (("diffusion", settings.diffusion_model), ("autoregressive", settings.autoregressive_model)))
-        # (A batch worker writes in raster order only: an any-order run computes on this process.)
-        batched_order = settings.ar_order != "raster" and getattr(pool, "raster_only", False)
-        self._pool = pool if embedded and not batched_order else None
+        self._pool = pool if embedded and pool is not None and pool.serves(settings) else None
         self._jobs = {"diffusion": (diffusion_kwargs, engine.diffusion.autoencoder),
                       "autoregressive": (ar_kwargs, engine.autoregressive.autoencoder)}  # kind -> kwargs, decoder
         self._workers: dict[str, SamplerWorker | None] = {}  # kind -> the worker computing it (None once ended)

@@ -347,6 +347,11 @@ class WorkerPool:
             time.sleep(0.05)
         return False
 
+    @staticmethod
+    def serves(settings) -> bool:
+        """Runs it can take: every run of the embedded models (a worker runs any sampler)."""
+        return True
+
     def acquire(self, count: int = 1) -> list[SamplerWorker] | None:
         """`count` free workers, or None (without waiting) when fewer are free."""
         with self._lock:
