@@ -321,3 +321,36 @@ def test_evaluation_counts_one_and_two_object_prompts_apart():
     result = adherence(SimpleNamespace(diffusion_progressive=swapping), list(truth), GenerationSettings(), "diffusion")
     assert result["by_objects"]["2"]["adherence"] == 0.0
     assert result["two_objects_places_swapped"] == 1.0
+
+
+def _components_by_visiting(mask: np.ndarray) -> list[np.ndarray]:
+    """The plain way: visit every pixel's 8 neighbours from each unlabelled pixel (raster order)."""
+    h, w = mask.shape
+    labels = np.zeros((h, w), dtype=int)
+    found = []
+    for y0, x0 in zip(*np.nonzero(mask)):
+        if labels[y0, x0]:
+            continue
+        labels[y0, x0] = len(found) + 1
+        todo = [(y0, x0)]
+        while todo:
+            y, x = todo.pop()
+            for ny in range(max(y - 1, 0), min(y + 2, h)):
+                for nx in range(max(x - 1, 0), min(x + 2, w)):
+                    if mask[ny, nx] and not labels[ny, nx]:
+                        labels[ny, nx] = labels[y0, x0]
+                        todo.append((ny, nx))
+        found.append(labels == len(found) + 1)
+    return sorted(found, key=lambda m: -int(m.sum()))
+
+
+@pytest.mark.parametrize("density", [0.1, 0.45, 0.6])
+def test_components_match_visiting_every_pixel(density):
+    rng = np.random.default_rng(int(density * 100))
+    masks = [rng.random((64, 64)) < density for _ in range(5)]
+    masks += [S.nearest_color_index(render(sample_scene(rng))) == c for c in range(4)]
+    masks += [np.zeros((64, 64), bool), np.ones((64, 64), bool), np.eye(64, dtype=bool)[::-1]]
+    for mask in masks:
+        got, want = S.components(mask), _components_by_visiting(mask)
+        assert len(got) == len(want)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want))
