@@ -204,3 +204,24 @@ def test_verdict_views_for_real_models_and_stopped_runs():
     stopped = views.verdict_views(stand_in_run(done=False), StandInEngine())
     assert stopped == {"diffusion_verdict": "Stopped before the end: no verdict.",
                        "ar_verdict": "Stopped before the end: no verdict."}
+
+
+def test_a_tracks_last_parts_made_early_are_what_the_last_update_would_make(tiny_engine):
+    """The stream makes a finished track's filmstrip and verdict while the other track still
+    computes; the last update then carries those, the same as made at the end."""
+    from playground.runtime.run import LiveRun
+    from playground.ui.handlers import Playground
+
+    pg = Playground(lambda: tiny_engine)
+    run = LiveRun(tiny_engine, PROMPT, GenerationSettings(seed=3).validated()).start(0.0)
+    assert run.done.wait(120) and run.complete
+    pg.runs.add(run)
+    files = pg.files(run)
+    early = {"autoregressive": files.convert(views.track_finals(run, run.autoregressive, tiny_engine))}
+    assert set(early["autoregressive"]) == {"ar_filmstrip", "ar_verdict"}
+    assert all(isinstance(path, str) for path, _ in early["autoregressive"]["ar_filmstrip"])
+    with_early = files.convert(pg.final_outputs(run, finals=early))
+    at_the_end = files.convert(pg.final_outputs(run))
+    assert with_early.keys() == at_the_end.keys()
+    for name in ("diffusion_filmstrip", "ar_filmstrip", "diffusion_verdict", "ar_verdict", "diffusion_image", "ar_image"):
+        assert with_early[name] == at_the_end[name], name

@@ -108,18 +108,24 @@ def one_session(client, url: str, prompt: str, seed: int, go: threading.Barrier 
         go.wait()
     started = time.perf_counter()
     job = client.submit(prompt=prompt, seed=seed, api_name="/generate")
-    first, seen = None, 0
+    first, seen, finished = None, 0, {}  # finished: kind -> when its status first said done
+    statuses = {kind: OUTPUTS.index(f"{kind}_status") for kind in ("diffusion", "ar")}
     while not job.done():
         outputs = job.outputs()
+        now = time.perf_counter()
         if first is None and any(has_picture(u[0]) or has_picture(u[1]) for u in outputs[seen:]):
-            first = time.perf_counter()
+            first = now
+        for kind, i in statuses.items():
+            if kind not in finished and any(str(u[i]).startswith("✓ done") for u in outputs[seen:]):
+                finished[kind] = now
         seen = len(outputs)
         time.sleep(0.05 if first is None else 0.25)
     final = job.result()
     ended = time.perf_counter()
     pictures = [fetch_picture(url, final[OUTPUTS.index(k)]) for k in ("diffusion_image", "ar_image")]
     return {"first_s": (first or ended) - started, "total_s": ended - started, "pictures": pictures,
-            "prompt": prompt, "seed": seed}
+            "prompt": prompt, "seed": seed,
+            "done_s": {kind: finished.get(kind, ended) - started for kind in statuses}}
 
 
 def fetch_picture(url: str, value) -> np.ndarray:
@@ -198,6 +204,9 @@ def report(name: str, m: dict, engine, check: int) -> None:
     print(f"  first picture: p50 {percentile(first, 0.5):.1f} s, p95 {percentile(first, 0.95):.1f} s")
     print(f"  submit -> final: p50 {percentile(total, 0.5):.1f} s, p95 {percentile(total, 0.95):.1f} s, "
           f"max {max(total):.1f} s")
+    for kind, name in (("diffusion", "diffusion"), ("ar", "autoregressive")):
+        done = [r["done_s"][kind] for r in res]
+        print(f"    {name} picture done: p50 {percentile(done, 0.5):.1f} s, p95 {percentile(done, 0.95):.1f} s")
     print(f"  pictures per second (both panels count): {2 * len(res) / m['wall_s']:.2f}")
     print(f"  app memory (page + workers): {m['rss'][0]:.0f} MB before, {m['rss'][1]:.0f} MB after")
     print("  CPU seconds spent: " + ", ".join(f"{k} {v:.1f}" for k, v in m["cpu"].items() if v >= 0.05))

@@ -72,12 +72,12 @@ class PictureFiles:
         return str(path)
 
     def convert(self, values: dict) -> dict:
-        """The same outputs, with pictures (and galleries' pictures) as file paths."""
+        """The same outputs, with pictures (and galleries' pictures) as file paths; paths stay."""
         def convert(value):
             if isinstance(value, np.ndarray):
                 return self.path(value)
             if isinstance(value, list) and value and isinstance(value[0], tuple):
-                return [(self.path(img), caption) for img, caption in value]
+                return [(self.path(img) if isinstance(img, np.ndarray) else img, caption) for img, caption in value]
             return value
 
         return {name: convert(value) for name, value in values.items()}

@@ -39,13 +39,12 @@ from playground.ui.views import (
     PREVIEW_SCALE,
     SCRUB_OUTPUTS,
     end_warning,
-    filmstrip,
     ordered,
     panels,
     queue_status,
     start_warning,
+    track_finals,
     track_view,
-    verdict_views,
 )
 
 log = logging.getLogger(__name__)
@@ -172,6 +171,7 @@ class Playground:
                                     "diffusion_status": "starting …", "ar_status": "starting …",
                                     "diffusion_verdict": "", "ar_verdict": ""},
                             once={"scrub": gr.update(interactive=False)})
+            finals: dict[str, dict] = {}  # kind -> a finished track's filmstrip and verdict, as files
             for due in run.frames_to_show(pacer):
                 if not due:  # waiting for a place in the batch
                     yield ordered(resend(queue_status(run.queued)))
@@ -184,10 +184,16 @@ class Playground:
                     changed.update(files.convert(decorate(track, frame, view) if decorate else view))
                     stats.shown(track.kind, frame.done)
                 yield ordered(resend(changed))
+                # A track done before the other: its last update's parts now, while the other
+                # computes (with a class all finishing together, the last updates are the wait).
+                for track, frame in due:
+                    if frame.done and not run.complete and track.kind not in finals:
+                        finals[track.kind] = files.convert(track_finals(run, track, engine))
             stats.finished(run, pacer)
             if warning := end_warning(encoded):
                 gr.Warning(warning[0].upper() + warning[1:])
-            yield ordered(files.convert(self.final_outputs(run, stats, self.attention_maps.word(session_of(request)))))
+            word = self.attention_maps.word(session_of(request))
+            yield ordered(files.convert(self.final_outputs(run, stats, word, finals)))
         except Exception as exc:
             log.exception("run %s failed", run.id)
             raise gr.Error(f"Generation failed: {type(exc).__name__}: {exc}") from None
@@ -199,17 +205,15 @@ class Playground:
     def files(self, run: LiveRun) -> PictureFiles:
         return PictureFiles(self.runs.folder_of(run))
 
-    def final_outputs(self, run: LiveRun, stats: RunStats | None = None, word: str = "") -> dict:
-        """Both panels at their newest frames, the filmstrips and the slider."""
+    def final_outputs(self, run: LiveRun, stats: RunStats | None = None, word: str = "",
+                      finals: dict[str, dict] | None = None) -> dict:
+        """Both panels at their newest frames, the filmstrips, verdicts and the slider; `finals`:
+        a track's filmstrip and verdict made already (kind -> views.track_finals)."""
         note = "stopped at" if not run.complete else ""
         values = panels(run, 1.0, note, self.attention_maps.decorator(self.get_engine(), run, word))
-        values.update(
-            diffusion_filmstrip=filmstrip(run.diffusion),
-            ar_filmstrip=filmstrip(run.autoregressive),
-            scrub=gr.update(value=1.0, interactive=True),
-            run_key=run.key,
-        )
-        values.update(verdict_views(run, self.get_engine()))
+        values.update(scrub=gr.update(value=1.0, interactive=True), run_key=run.key)
+        for track in run.tracks:
+            values.update((finals or {}).get(track.kind) or track_finals(run, track, self.get_engine()))
         if stats is not None:
             values["stats"] = stats.as_dict()
         return values

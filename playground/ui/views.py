@@ -41,6 +41,7 @@ OUTPUTS = (
     "diffusion_verdict",  # the checker's verdict under each final picture (added last: the API's order stays)
     "ar_verdict",
 )
+PANEL = {"diffusion": "diffusion", "autoregressive": "ar"}  # a track's kind -> its outputs' prefix
 SCRUB_OUTPUTS = OUTPUTS[:6]  # what the slider changes: the two panels
 # Cached examples show the downloads too (for a live run they are a separate, later event).
 EXAMPLE_OUTPUTS = OUTPUTS + ("downloads",)
@@ -158,20 +159,27 @@ def panels(run: LiveRun, fraction: float = 1.0, note: str = "", decorate=None) -
     return values
 
 
+def verdict_view(run: LiveRun, track: Track, engine) -> str:
+    """The checker's verdict under a track's final picture, for a run on `engine` (which tells
+    the model the panel used). A stopped run's pictures get none."""
+    frame = track.frames[-1] if track.frames else None
+    model = engine.model_name(track.kind, getattr(run.settings, f"{track.kind}_model"))
+    if model != EMBEDDED:
+        return model_note(model)
+    if frame is None or not frame.done:
+        return "Stopped before the end: no verdict."
+    return verdict_markdown(verdict(frame.image(), run.prompt), run.prompt)
+
+
 def verdict_views(run: LiveRun, engine) -> dict:
-    """The checker's verdict under each final picture of a run on `engine` (which tells the
-    model each panel used). A stopped run's pictures get none."""
-    values = {}
-    for track, name in ((run.diffusion, "diffusion_verdict"), (run.autoregressive, "ar_verdict")):
-        frame = track.frames[-1] if track.frames else None
-        model = engine.model_name(track.kind, getattr(run.settings, f"{track.kind}_model"))
-        if model != EMBEDDED:
-            values[name] = model_note(model)
-        elif frame is None or not frame.done:
-            values[name] = "Stopped before the end: no verdict."
-        else:
-            values[name] = verdict_markdown(verdict(frame.image(), run.prompt), run.prompt)
-    return values
+    """Both panels' verdicts by output name."""
+    return {f"{PANEL[t.kind]}_verdict": verdict_view(run, t, engine) for t in (run.diffusion, run.autoregressive)}
+
+
+def track_finals(run: LiveRun, track: Track, engine) -> dict:
+    """What a finished track adds to the last update of a run: its filmstrip and verdict."""
+    return {f"{PANEL[track.kind]}_filmstrip": filmstrip(track),
+            f"{PANEL[track.kind]}_verdict": verdict_view(run, track, engine)}
 
 
 def filmstrip(track: Track) -> list[tuple]:
