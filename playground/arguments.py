@@ -77,9 +77,10 @@ def load_engine_from_args(args):
 def load_engine_or_exit(parser: argparse.ArgumentParser, folder, **models):
     """load_engine for the measuring commands (evaluate, evaluate_edits, benchmark): a missing
     or incomplete model folder ends the command with its one-line message, not a traceback."""
-    from playground.engine import load_engine
+    from playground.engine import keep_freed_memory, load_engine
     from playground.errors import ModelNotFoundError
 
+    keep_freed_memory()
     try:
         return load_engine(folder, **models)
     except ModelNotFoundError as e:

@@ -297,10 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from playground.engine import keep_freed_memory
     from playground.errors import ModelNotFoundError
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()
     try:
         return args.func(args)
     except (SettingsError, ModelNotFoundError) as e:

@@ -4,9 +4,12 @@ fails is reported as a message and replaced. Tiny random models; two spawned wor
 
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 
 from playground.runtime.run import LiveRun
 from playground.runtime.workers import WorkerError, WorkerPool
@@ -189,3 +192,22 @@ def test_a_worker_exits_when_the_page_process_dies_in_the_middle_of_a_run(tiny_a
     if alive:
         os.kill(pid, signal.SIGKILL)
     assert not alive, "the orphaned worker was still running 60 s after its parent died"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_keep_freed_memory_keeps_a_freed_tensor_for_the_next_step():
+    """A process that keeps freed memory does not give a step's large tensor back to the system
+    (to map it again at the next step); one that does not, gives it back."""
+    script = (
+        "import sys, torch\n"
+        "from playground.engine import keep_freed_memory\n"
+        "if sys.argv[1] == 'keep': keep_freed_memory()\n"
+        "rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) // 1024\n"
+        "x = torch.ones(16 << 20)  # 64 MB\n"
+        "before = rss(); del x; print(before - rss())\n"
+    )
+    given_back = {}
+    for how in ("keep", "default"):
+        out = subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+        given_back[how] = int(out.stdout.split()[-1])  # MB
+    assert given_back["default"] >= 60 and given_back["keep"] <= 4, given_back

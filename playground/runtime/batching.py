@@ -197,10 +197,11 @@ def _serve_batch(folder: str, kind: str, cfg: BatchConfig, jobs, results) -> Non
     """A batch worker process: load the embedded models, then step every request it is given."""
     import torch
 
-    from playground.engine import load_engine
+    from playground.engine import keep_freed_memory, load_engine
 
     torch.set_num_threads(cfg.threads)
     os.nice(NICENESS[kind])
+    keep_freed_memory()
     try:
         engine = load_engine(folder, diffusion_model=[], autoregressive_model=[])
     except Exception as exc:

@@ -189,9 +189,10 @@ def _serve(folder: str, threads: int, jobs, results, stop) -> None:
     """A worker process: load the embedded models once, then run jobs until told to quit."""
     import torch
 
-    from playground.engine import load_engine
+    from playground.engine import keep_freed_memory, load_engine
 
     torch.set_num_threads(threads)
+    keep_freed_memory()
     try:
         engine = load_engine(folder, diffusion_model=[], autoregressive_model=[])
     except Exception as exc:  # reported; the pool gives this worker up
