@@ -172,3 +172,29 @@ def test_shipped_model_batched_writes_solo_codes(real_engine):
     for j, (_, request) in enumerate(requests):
         if j != 0:
             assert_same_writing(frames[j], solo(model, request))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("packed", [True, False], ids=["onednn", "padded-addmm"])
+def test_row_invariant_linear_gives_each_row_the_same_bits_however_many_rows(threads, packed):
+    """Why one product can serve every request (kv_cache.RowInvariantLinear): a row's result
+    does not depend on how many rows share the product, on either path."""
+    from playground.autoregressive.kv_cache import RowInvariantLinear
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        for n_in, n_out in ((256, 768), (1024, 256)):
+            linear = RowInvariantLinear(torch.randn(n_out, n_in, generator=g), torch.randn(n_out, generator=g))
+            if packed and linear.packed is None:
+                pytest.skip("no oneDNN in this torch build")
+            if not packed:
+                linear.packed = None
+            x = torch.randn(64, n_in, generator=g)
+            whole = linear(x)  # (64, out)
+            assert torch.allclose(whole, x @ linear.weight.t() + linear.bias, atol=1e-4)
+            for m in range(1, 10):
+                assert torch.equal(linear(x[:m]), whole[:m]), (n_in, n_out, m)
+    finally:
+        torch.set_num_threads(before)

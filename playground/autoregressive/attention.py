@@ -64,7 +64,7 @@ class PromptAttention(GPT2Arithmetic):
             to_prompt = to_prompt + weights[0, :, :, : self.prompt_len].float().mean(0)  # (L, P)
             return weights @ self.values[i, :, :, :end]  # (1, H, L, hd)
 
-        self.blocks(x, b, n, torch.addmm, attend)
+        self.blocks(x, b, n, attend)
         self.length = end
         self.rows.append(to_prompt / len(t.h))
 

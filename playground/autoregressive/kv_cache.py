@@ -42,11 +42,47 @@ def causal_mask(start: int, end: int, device) -> torch.Tensor:
     return torch.arange(start, end, device=device)[:, None] >= torch.arange(end, device=device)[None]
 
 
+def _onednn_linear_available() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class RowInvariantLinear:
+    """x (N, in) -> x W^T + b (N, out), each row the same bits however many rows x has.
+
+    Why: one product over thirty requests' rows must give each request exactly what its own
+    product gives it alone, or a sampled token tips now and then. torch.addmm does not: MKL
+    takes another kernel below 4 rows, so the last bits of a row depend on the product's size.
+    oneDNN's linear on a weight packed once (torch.ops.mkldnn, the kernels torch's compiler uses
+    on CPU) gives every row the same result from 1 row up, with 1 thread or 2, and at 2 rows is
+    as fast as addmm (measured on these machines; tests/test_batching_autoregressive.py checks
+    it). Where oneDNN is missing (or the model is not on the CPU), rows are padded to a multiple
+    of 4 for addmm: the same guarantee on these CPUs, slower below 4 rows."""
+
+    PAD_TO = 4
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.weight, self.bias = weight.detach(), None if bias is None else bias.detach()  # (out, in), (out,)
+        onednn = (self.weight.device.type == "cpu" and self.weight.dtype == torch.float32
+                  and _onednn_linear_available())
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight) if onednn else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")  # (N, out)
+        n, extra = x.shape[0], -x.shape[0] % self.PAD_TO
+        if extra:
+            x = torch.cat([x, x.new_zeros(extra, x.shape[1])])  # (N + extra, in)
+        return F.linear(x, self.weight, self.bias)[:n]
+
+
 class GPT2Arithmetic:
     """GPT-2's blocks written with functional calls on the model's own weights, shared by the
     one-batch and the many-sequence decoders: a module call costs ~10 us of Python and a token
     makes ~40 of them; the tanh GELU is one call instead of transformers' six-operation formula.
-    Who owns the keys and values, and how the rows' products are grouped, is the caller's."""
+    Who owns the keys and values is the caller's."""
 
     def __init__(self, lm):
         c = lm.config
@@ -54,6 +90,11 @@ class GPT2Arithmetic:
         self.eps = c.layer_norm_epsilon
         self.scale = (c.n_embd // c.n_head) ** -0.5
         self.gelu_tanh = c.activation_function in ("gelu_new", "gelu_pytorch_tanh")
+        # Every product through RowInvariantLinear; GPT-2's Conv1D weights are (in, out).
+        conv = lambda m: RowInvariantLinear(m.weight.t(), m.bias)  # noqa: E731
+        self.linears = [(conv(b.attn.c_attn), conv(b.attn.c_proj), conv(b.mlp.c_fc), conv(b.mlp.c_proj))
+                        for b in lm.transformer.h]
+        self.lm_head = RowInvariantLinear(lm.lm_head.weight, None)  # GPT-2's head has no bias
 
     @staticmethod
     def supports(lm) -> bool:
@@ -70,23 +111,26 @@ class GPT2Arithmetic:
                            dtype=like.dtype, device=like.device)  # (layers, rows, H, max T, hd)
         return keys, torch.zeros_like(keys)
 
-    def blocks(self, x: torch.Tensor, b: int, n: int, linear, attend) -> torch.Tensor:
+    def blocks(self, x: torch.Tensor, b: int, n: int, attend) -> torch.Tensor:
         """The hidden states x (B*L, D) of B rows' L new tokens through every block.
-        linear(c, a, W) is c + a @ W (torch.addmm: GPT-2's Conv1D weights are (in, out));
-        attend(layer, q, k, v) stores k and v (B, H, L, hd) and returns q's attention (B, H, L, hd)."""
+        attend(layer, q, k, v) stores k and v (B, H, L, hd) and returns q's attention (B, H, L, hd).
+        A row's result never depends on the other rows (RowInvariantLinear)."""
         d = self.width
         for i, block in enumerate(self.lm.transformer.h):
-            attn, mlp = block.attn, block.mlp
+            qkv_proj, attn_proj, up, down = self.linears[i]
             h = F.layer_norm(x, (d,), block.ln_1.weight, block.ln_1.bias, self.eps)  # (B*L, D)
-            qkv = linear(attn.c_attn.bias, h, attn.c_attn.weight)  # (B*L, 3D)
-            q, k, v = qkv.view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (B, H, L, hd) each
+            q, k, v = qkv_proj(h).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (B, H, L, hd) each
             a = attend(i, q, k, v).transpose(1, 2).reshape(b * n, d)  # (B*L, D)
-            x = linear(x, a, attn.c_proj.weight).add_(attn.c_proj.bias)  # residual
+            x = x + attn_proj(a)  # residual
             h = F.layer_norm(x, (d,), block.ln_2.weight, block.ln_2.bias, self.eps)
-            h = linear(mlp.c_fc.bias, h, mlp.c_fc.weight)  # (B*L, 4D)
-            h = F.gelu(h, approximate="tanh") if self.gelu_tanh else mlp.act(h)
-            x = linear(x, h, mlp.c_proj.weight).add_(mlp.c_proj.bias)  # residual
+            h = up(h)  # (B*L, 4D)
+            h = F.gelu(h, approximate="tanh") if self.gelu_tanh else block.mlp.act(h)
+            x = x + down(h)  # residual
         return x
+
+    def head(self, last: torch.Tensor) -> torch.Tensor:
+        """Logits (N, V) from each row's last hidden state (N, D)."""
+        return self.lm_head(last)
 
     def last_hidden(self, x: torch.Tensor, b: int, n: int) -> torch.Tensor:
         """The final layer norm of each row's last new token: x (B*L, D) -> (B, D)."""
@@ -117,9 +161,9 @@ class GPT2Decoding(GPT2Arithmetic):
             self.values[i, :, :, start:end] = v
             return attention(q, self.keys[i, :, :, :end], self.values[i, :, :, :end], self.scale, mask)
 
-        x = self.blocks(x, b, n, torch.addmm, attend)
+        x = self.blocks(x, b, n, attend)
         self.length = end
-        self.logits = F.linear(self.last_hidden(x, b, n), self.lm.lm_head.weight)  # (B, V); GPT-2's head has no bias
+        self.logits = self.head(self.last_hidden(x, b, n))  # (B, V)
         return self.logits
 
 
@@ -133,44 +177,39 @@ class BatchedGPT2Decoding(GPT2Arithmetic):
         decoder.remove(rows)               # their slots are free again
 
     A row's logits are bit-for-bit `GPT2Decoding`'s for the same sequence, fed in the same
-    pieces. That takes care, because on CPU a matrix product's rows depend on how many rows it
-    has (MKL takes another kernel from 4 rows up), so a single product over every row would
-    differ in the last bits and, now and then, tip a sampled token:
-    - the rows one `add` made (one request's streams) are a block, fed as a segment of its own
-      in every product: one `baddbmm` for all segments of a size, which gives each segment
-      exactly what `addmm` gives it alone;
-    - attention is done per stretch of neighbouring slots at the same position, over that
-      position's keys only (no padding, which would change the softmax's sums): requests that
-      start together sit side by side and share one product.
+    pieces: the matrix products over every row give each row what it gets alone
+    (`RowInvariantLinear`),
+    and attention is done per stretch of neighbouring slots at the same position, over that
+    position's keys only (no padding, which would change the softmax's sums): requests that
+    start together sit side by side and share one product.
     """
 
     def __init__(self, lm, rows: int = 8):
         super().__init__(lm)
         self.keys, self.values = self.buffers(rows)  # (layers, rows, H, max T, hd)
         self.lengths = [0] * rows  # positions written, per slot
-        self.block: list[int | None] = [None] * rows  # which add() a slot's row came from; None: free
-        self.blocks_made = 0
+        self.used = [False] * rows
         self.logits = None
 
     @property
     def rows(self) -> list[int]:
         """The slots in use."""
-        return [s for s, b in enumerate(self.block) if b is not None]
+        return [s for s, used in enumerate(self.used) if used]
 
     def _free_slots(self, r: int) -> int:
         """The first of r free neighbouring slots, the buffers grown if there are none."""
         run = 0
-        for s, b in enumerate(self.block):
-            run = run + 1 if b is None else 0
+        for s, used in enumerate(self.used):
+            run = 0 if used else run + 1
             if run == r:
                 return s - r + 1
-        tail = len(self.block) - run  # free slots at the end are used first
-        grow = max(len(self.block), tail + r - len(self.block))
+        tail = len(self.used) - run  # free slots at the end are used first
+        grow = max(len(self.used), tail + r - len(self.used))
         more_keys, more_values = self.buffers(grow)
         self.keys = torch.cat([self.keys, more_keys], 1)
         self.values = torch.cat([self.values, more_values], 1)
         self.lengths += [0] * grow
-        self.block += [None] * grow
+        self.used += [False] * grow
         return tail
 
     @torch.no_grad()
@@ -181,45 +220,27 @@ class BatchedGPT2Decoding(GPT2Arithmetic):
         first = self._free_slots(r)
         rows = list(range(first, first + r))
         for s in rows:
-            self.block[s], self.lengths[s] = self.blocks_made, 0
-        self.blocks_made += 1
+            self.used[s], self.lengths[s] = True, 0
         self.feed(rows, prefix)
         return rows
 
     def remove(self, rows) -> None:
         """Frees the rows' slots (what their keys held is overwritten by the next rows there)."""
         for s in [int(r) for r in rows]:
-            if self.block[s] is None:
+            if not self.used[s]:
                 raise ValueError(f"row {s} is not in use")
-            self.block[s], self.lengths[s] = None, 0
+            self.used[s], self.lengths[s] = False, 0
 
-    def _layout(self, rows: list[int]):
-        """The order the rows go through the model in (segments of a size together), the
-        products' bands [(segments, rows per segment)], and the attention groups
-        [(first, last + 1 in that order, first slot, position)]."""
-        segments: list[list[int]] = []
-        for j in sorted(range(len(rows)), key=rows.__getitem__):
-            s = rows[j]
-            if segments and rows[segments[-1][-1]] == s - 1 and self.block[s - 1] == self.block[s]:
-                segments[-1].append(j)
-            else:
-                segments.append([j])
-        segments.sort(key=len)  # stable: by slot within a size
-        order = [j for seg in segments for j in seg]
-        bands: list[list[int]] = []
-        for seg in segments:
-            if bands and bands[-1][1] == len(seg):
-                bands[-1][0] += 1
-            else:
-                bands.append([1, len(seg)])
+    def _groups(self, slots: list[int]) -> list[list[int]]:
+        """Attention groups of the slots (in increasing order): [first, last + 1 in that order,
+        first slot, position], neighbouring slots at the same position together."""
         groups: list[list[int]] = []
-        for at, j in enumerate(order):
-            s = rows[j]
+        for at, s in enumerate(slots):
             if groups and groups[-1][2] + at - groups[-1][0] == s and groups[-1][3] == self.lengths[s]:
                 groups[-1][1] = at + 1
             else:
                 groups.append([at, at + 1, s, self.lengths[s]])
-        return order, bands, groups
+        return groups
 
     @torch.no_grad()
     def feed(self, rows, tokens: torch.Tensor) -> torch.Tensor:
@@ -227,29 +248,17 @@ class BatchedGPT2Decoding(GPT2Arithmetic):
         each row's last one (N, V), in the rows' order."""
         rows = [int(r) for r in rows]
         n, l = tokens.shape
-        if len(set(rows)) != n or any(self.block[s] is None for s in rows):
+        if len(set(rows)) != n or not all(self.used[s] for s in rows):
             raise ValueError("feed needs one row of tokens for each of distinct rows in use")
         if max(self.lengths[s] for s in rows) + l > self.keys.shape[3]:
             raise ValueError("a row would pass the model's longest sequence")
-        order, bands, groups = self._layout(rows)
-        index = torch.tensor(order)
+        order = sorted(range(n), key=rows.__getitem__)  # through the model by slot
         slots = [rows[j] for j in order]
+        groups = self._groups(slots)
+        index = torch.tensor(order)
         positions = torch.tensor([self.lengths[s] for s in slots])[:, None] + torch.arange(l)  # (N, L)
         t = self.lm.transformer
         x = (t.wte(tokens[index]) + t.wpe.weight[positions]).view(n * l, self.width)  # (N*L, D)
-
-        def linear(c, a, w):
-            """c + a @ w, each segment's rows on their own (see the class's docstring)."""
-            if len(bands) == 1 and bands[0][0] == 1:
-                return torch.addmm(c, a, w)
-            out, at = [], 0
-            for count, size in bands:
-                m = size * l
-                part = c.expand(count, m, c.shape[-1]) if c.dim() == 1 else c[at : at + count * m].view(count, m, -1)
-                out.append(torch.baddbmm(part, a[at : at + count * m].view(count, m, -1),
-                                         w.expand(count, *w.shape)).view(count * m, -1))  # (segments*m, out)
-                at += count * m
-            return out[0] if len(out) == 1 else torch.cat(out)
 
         def attend(i, q, k, v):
             out = []
@@ -262,21 +271,15 @@ class BatchedGPT2Decoding(GPT2Arithmetic):
                                      self.scale, mask))  # (rows, H, L, hd)
             return out[0] if len(out) == 1 else torch.cat(out)
 
-        x = self.blocks(x, n, l, linear, attend)
-        last, head, at, logits = self.last_hidden(x, n, l), self.lm.lm_head.weight, 0, []  # (N, D)
-        for count, size in bands:
-            part = last[at : at + count * size]
-            logits.append(F.linear(part, head) if count == 1 else
-                          torch.bmm(part.view(count, size, -1), head.t().expand(count, *head.t().shape)).view(count * size, -1))
-            at += count * size
+        x = self.blocks(x, n, l, attend)
+        logits = self.head(self.last_hidden(x, n, l))  # (N, V) in the model's order
         for s in slots:
             self.lengths[s] += l
-        ordered = logits[0] if len(logits) == 1 else torch.cat(logits)  # (N, V) in the model's order
         if order == sorted(order):
-            self.logits = ordered
+            self.logits = logits
         else:
-            self.logits = torch.empty_like(ordered)
-            self.logits[index] = ordered
+            self.logits = torch.empty_like(logits)
+            self.logits[index] = logits
         return self.logits
 
 
