@@ -128,10 +128,6 @@ class GPT2Arithmetic:
             x = x + down(h)  # residual
         return x
 
-    def head(self, last: torch.Tensor) -> torch.Tensor:
-        """Logits (N, V) from each row's last hidden state (N, D)."""
-        return self.lm_head(last)
-
     def last_hidden(self, x: torch.Tensor, b: int, n: int) -> torch.Tensor:
         """The final layer norm of each row's last new token: x (B*L, D) -> (B, D)."""
         t = self.lm.transformer
@@ -163,7 +159,7 @@ class GPT2Decoding(GPT2Arithmetic):
 
         x = self.blocks(x, b, n, attend)
         self.length = end
-        self.logits = self.head(self.last_hidden(x, b, n))  # (B, V)
+        self.logits = self.lm_head(self.last_hidden(x, b, n))  # (B, V)
         return self.logits
 
 
@@ -178,8 +174,7 @@ class BatchedGPT2Decoding(GPT2Arithmetic):
 
     A row's logits are bit-for-bit `GPT2Decoding`'s for the same sequence, fed in the same
     pieces: the matrix products over every row give each row what it gets alone
-    (`RowInvariantLinear`),
-    and attention is done per stretch of neighbouring slots at the same position, over that
+    (`RowInvariantLinear`), and attention is done per stretch of neighbouring slots at the same position, over that
     position's keys only (no padding, which would change the softmax's sums): requests that
     start together sit side by side and share one product.
     """
@@ -272,7 +267,7 @@ class BatchedGPT2Decoding(GPT2Arithmetic):
             return out[0] if len(out) == 1 else torch.cat(out)
 
         x = self.blocks(x, n, l, attend)
-        logits = self.head(self.last_hidden(x, n, l))  # (N, V) in the model's order
+        logits = self.lm_head(self.last_hidden(x, n, l))  # (N, V) in the model's order
         for s in slots:
             self.lengths[s] += l
         if order == sorted(order):

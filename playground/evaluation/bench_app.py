@@ -147,7 +147,7 @@ def has_picture(value) -> bool:
 
 def one_generate(client, prompt: str, seed: int) -> dict:
     """Client-side timings of one /generate call, and the app's own timing output."""
-    from playground.ui.views import OUTPUTS
+    from playground.ui.views import DONE_MARK, OUTPUTS
 
     status = [OUTPUTS.index("diffusion_status"), OUTPUTS.index("ar_status")]
     seen: dict = {"count": 0, "first": None, "both_done": None, "done": [False, False]}
@@ -158,7 +158,7 @@ def one_generate(client, prompt: str, seed: int) -> dict:
             if seen["first"] is None and (has_picture(update[0]) or has_picture(update[1])):
                 seen["first"] = now
             for i, index in enumerate(status):
-                if isinstance(update[index], str) and update[index].startswith("✓ done"):
+                if isinstance(update[index], str) and update[index].startswith(DONE_MARK):
                     seen["done"][i] = True
             if seen["both_done"] is None and all(seen["done"]):
                 seen["both_done"] = now

@@ -102,21 +102,21 @@ def one_session(client, url: str, prompt: str, seed: int, go: threading.Barrier 
     first picture and to the end, the finals. The client fetches only the final pictures (a
     browser fetches the ones it shows too, but a client that downloads every frame in this
     process would take the CPU from the app)."""
-    from playground.ui.views import OUTPUTS
+    from playground.ui.views import DONE_MARK, OUTPUTS, PANEL
 
     if go is not None:
         go.wait()
     started = time.perf_counter()
     job = client.submit(prompt=prompt, seed=seed, api_name="/generate")
     first, seen, finished = None, 0, {}  # finished: kind -> when its status first said done
-    statuses = {kind: OUTPUTS.index(f"{kind}_status") for kind in ("diffusion", "ar")}
+    statuses = {kind: OUTPUTS.index(f"{prefix}_status") for kind, prefix in PANEL.items()}
     while not job.done():
         outputs = job.outputs()
         now = time.perf_counter()
         if first is None and any(has_picture(u[0]) or has_picture(u[1]) for u in outputs[seen:]):
             first = now
         for kind, i in statuses.items():
-            if kind not in finished and any(str(u[i]).startswith("✓ done") for u in outputs[seen:]):
+            if kind not in finished and any(str(u[i]).startswith(DONE_MARK) for u in outputs[seen:]):
                 finished[kind] = now
         seen = len(outputs)
         time.sleep(0.05 if first is None else 0.25)
@@ -204,9 +204,9 @@ def report(name: str, m: dict, engine, check: int) -> None:
     print(f"  first picture: p50 {percentile(first, 0.5):.1f} s, p95 {percentile(first, 0.95):.1f} s")
     print(f"  submit -> final: p50 {percentile(total, 0.5):.1f} s, p95 {percentile(total, 0.95):.1f} s, "
           f"max {max(total):.1f} s")
-    for kind, name in (("diffusion", "diffusion"), ("ar", "autoregressive")):
+    for kind in ("diffusion", "autoregressive"):
         done = [r["done_s"][kind] for r in res]
-        print(f"    {name} picture done: p50 {percentile(done, 0.5):.1f} s, p95 {percentile(done, 0.95):.1f} s")
+        print(f"    {kind} picture done: p50 {percentile(done, 0.5):.1f} s, p95 {percentile(done, 0.95):.1f} s")
     print(f"  pictures per second (both panels count): {2 * len(res) / m['wall_s']:.2f}")
     print(f"  app memory (page + workers): {m['rss'][0]:.0f} MB before, {m['rss'][1]:.0f} MB after")
     print("  CPU seconds spent: " + ", ".join(f"{k} {v:.1f}" for k, v in m["cpu"].items() if v >= 0.05))

@@ -20,7 +20,7 @@ from playground.runtime.pacing import Pacer
 from playground.runtime.run import LiveRun
 from playground.settings import EMBEDDED
 from playground.ui.teaching import BRANCH_TEXT
-from playground.ui.views import PREVIEW_SCALE, picture
+from playground.ui.views import DONE_MARK, PREVIEW_SCALE, picture
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def branch_status(point: BranchPoint, seed: int, prompt: str | None, frames: dic
     if (f := frames.get("autoregressive")) is not None:
         progress.append(f"{ar_unit(a)} {a.step + f.step}/{a.total}")
     done = all(f is not None and f.done for f in frames.values()) and len(frames) == 2
-    return f"{'✓ done · ' if done else ''}↪ {point.note()} ({changed})" + "".join(f" · {p}" for p in progress)
+    return f"{DONE_MARK + ' · ' if done else ''}↪ {point.note()} ({changed})" + "".join(f" · {p}" for p in progress)
 
 
 class Branching:

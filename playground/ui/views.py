@@ -42,6 +42,7 @@ OUTPUTS = (
     "ar_verdict",
 )
 PANEL = {"diffusion": "diffusion", "autoregressive": "ar"}  # a track's kind -> its outputs' prefix
+DONE_MARK = "✓ done"  # how a panel's status line starts once its picture is final
 SCRUB_OUTPUTS = OUTPUTS[:6]  # what the slider changes: the two panels
 # Cached examples show the downloads too (for a live run they are a separate, later event).
 EXAMPLE_OUTPUTS = OUTPUTS + ("downloads",)
@@ -111,7 +112,7 @@ def picture(frame, scale: int = PREVIEW_SCALE):
 def with_note(status: str, frame, note: str) -> str:
     if note:
         return f"{note} {status}"
-    return f"✓ done · {status}" if frame.done else status
+    return f"{DONE_MARK} · {status}" if frame.done else status
 
 
 def decode_diffusion_frame(frame) -> None:
