@@ -62,10 +62,10 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its children, in MB (0 where /proc is missing)."""
+def rss_mb(pid: int, children: bool = True) -> float:
+    """Resident memory of a process and (by default) all its children, in MB (0 where /proc is missing)."""
     total = 0.0
-    for p in process_tree(pid):
+    for p in process_tree(pid) if children else [pid]:
         status = Path(f"/proc/{p}/status")
         if status.exists():
             total += sum(int(line.split()[1]) / 1024 for line in status.read_text().splitlines()
@@ -168,7 +168,7 @@ def load_mode(assets: str | None, batch: bool, sessions: int, rounds: int) -> di
             wait_until_idle(app.pid)
             one_session(open_page(url), url, PROMPTS[0], 0)  # warm-up
             rss_before, cpu_before = rss_mb(app.pid), cpu_s(app.pid)
-            results, errors, wall, client_cpu = [], [], 0.0, 0.0
+            results, errors, wall, client_cpu, rss_rounds = [], [], 0.0, 0.0, []
             for r in range(rounds):
                 # The class opens the page first, then everyone presses Generate at once.
                 with ThreadPoolExecutor(max_workers=sessions) as pool:
@@ -185,13 +185,15 @@ def load_mode(assets: str | None, batch: bool, sessions: int, rounds: int) -> di
                             errors.append(f"{type(exc).__name__}: {exc}")
                 wall += time.perf_counter() - started
                 client_cpu += time.process_time() - client_before
+                rss_rounds.append({p: rss_mb(p, children=False) for p in process_tree(app.pid)})
             rss_after, cpu_after = rss_mb(app.pid), cpu_s(app.pid)
             cpu_after["load client (this process)"] = client_cpu
         finally:
             app.terminate()
             app.wait(timeout=30)
     cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
-    return {"results": results, "errors": errors, "wall_s": wall, "rss": (rss_before, rss_after), "cpu": cpu}
+    return {"results": results, "errors": errors, "wall_s": wall, "rss": (rss_before, rss_after), "cpu": cpu,
+            "rss_rounds": rss_rounds, "page_pid": app.pid}
 
 
 def report(name: str, m: dict, engine, check: int) -> None:
@@ -209,6 +211,11 @@ def report(name: str, m: dict, engine, check: int) -> None:
         print(f"    {kind} picture done: p50 {percentile(done, 0.5):.1f} s, p95 {percentile(done, 0.95):.1f} s")
     print(f"  pictures per second (both panels count): {2 * len(res) / m['wall_s']:.2f}")
     print(f"  app memory (page + workers): {m['rss'][0]:.0f} MB before, {m['rss'][1]:.0f} MB after")
+    if len(m["rss_rounds"]) > 1:
+        for pid in m["rss_rounds"][0]:
+            name = "page" if pid == m["page_pid"] else f"worker {pid}"
+            print(f"    {name} after each round (MB): "
+                  + ", ".join(f"{r.get(pid, 0.0):.0f}" for r in m["rss_rounds"]))
     print("  CPU seconds spent: " + ", ".join(f"{k} {v:.1f}" for k, v in m["cpu"].items() if v >= 0.05))
     worst = {"diffusion": float("inf"), "autoregressive": float("inf")}
     for r in res[:check]:
