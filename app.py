@@ -327,16 +327,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-window-ms", type=float, default=os.environ.get("PLAYGROUND_BATCH_WINDOW_MS", "50"),
                         help="how long an idle batch worker waits for more requests to start with "
                              "(or PLAYGROUND_BATCH_WINDOW_MS)")
+    parser.add_argument("--max-sessions", type=int, default=os.environ.get("PLAYGROUND_MAX_SESSIONS", "200"),
+                        help="visitors whose page state the server keeps (about 1 MB each); the oldest are "
+                             "forgotten past it, so memory stays bounded on a long-running copy "
+                             "(or PLAYGROUND_MAX_SESSIONS)")
     from playground.arguments import add_model_arguments  # (imports torch: only when run, never on import)
 
     add_model_arguments(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.max_sessions < 1:
+        parser.error(f"--max-sessions must be at least 1, not {args.max_sessions}")
+    return args
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     from playground.arguments import load_engine_from_args
+    from playground.engine import few_malloc_arenas
     from playground.errors import ModelNotFoundError
+
+    few_malloc_arenas()  # the page's memory levels off under a class's load instead of creeping up
 
     try:
         engine = load_engine_from_args(args)  # the models now, not on the first click
@@ -353,7 +363,8 @@ def main(argv=None) -> None:
     demo = build_demo(engine_loader=lambda: engine, cache_examples=not uses_hub,
                       models=models, problems=engine.problems, workers=workers, batch=batch)
     demo.playground.warm_up()  # the sampler workers load the models before the page opens
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, css=CSS)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, css=CSS,
+                state_session_capacity=args.max_sessions)
 
 
 if __name__ == "__main__":

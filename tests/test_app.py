@@ -190,7 +190,8 @@ def test_missing_models_give_a_clean_message(tmp_path):
         next(playground.generate("a red circle", 0))
 
 
-@pytest.mark.parametrize("name, flag", [("PLAYGROUND_WORKERS", "--workers"), ("PLAYGROUND_PORT", "--port")])
+@pytest.mark.parametrize("name, flag", [("PLAYGROUND_WORKERS", "--workers"), ("PLAYGROUND_PORT", "--port"),
+                                        ("PLAYGROUND_MAX_SESSIONS", "--max-sessions")])
 def test_bad_numbers_in_the_environment_give_a_usage_error(monkeypatch, capsys, name, flag):
     import app
 
@@ -200,7 +201,16 @@ def test_bad_numbers_in_the_environment_give_a_usage_error(monkeypatch, capsys, 
     assert exit_info.value.code == 2
     assert f"argument {flag}: invalid int value: 'four'" in capsys.readouterr().err
     monkeypatch.setenv(name, "3")
-    assert getattr(app.parse_args([]), flag[2:]) == 3
+    assert getattr(app.parse_args([]), flag[2:].replace("-", "_")) == 3
+
+
+def test_a_server_that_keeps_no_visitor_is_refused(capsys):
+    import app
+
+    with pytest.raises(SystemExit) as exit_info:
+        app.parse_args(["--max-sessions", "0"])
+    assert exit_info.value.code == 2
+    assert "--max-sessions must be at least 1, not 0" in capsys.readouterr().err
 
 
 @pytest.mark.integration

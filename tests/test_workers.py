@@ -211,3 +211,24 @@ def test_keep_freed_memory_keeps_a_freed_tensor_for_the_next_step():
         out = subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
         given_back[how] = int(out.stdout.split()[-1])  # MB
     assert given_back["default"] >= 60 and given_back["keep"] <= 4, given_back
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_few_malloc_arenas_serve_many_threads():
+    """Eight threads that allocate at once get arenas of their own by default; with
+    few_malloc_arenas(2) they share two (glibc's malloc_stats lists one "Arena N:" per arena)."""
+    script = (
+        "import ctypes, sys, threading\n"
+        "from playground.engine import few_malloc_arenas\n"
+        "if sys.argv[1] == 'few': assert few_malloc_arenas(2)\n"
+        "go = threading.Barrier(8)\n"
+        "def work(): go.wait(); [bytearray(1000) for _ in range(20000)]\n"
+        "threads = [threading.Thread(target=work) for _ in range(8)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "ctypes.CDLL('libc.so.6').malloc_stats()\n"
+    )
+    arenas = {}
+    for how in ("few", "default"):
+        out = subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+        arenas[how] = out.stderr.count("Arena ")
+    assert arenas["few"] <= 2 < arenas["default"], arenas

@@ -158,21 +158,26 @@ def alone(engine, prompt: str, seed: int) -> list[np.ndarray]:
     return out
 
 
-def load_mode(assets: str | None, batch: bool, sessions: int, rounds: int) -> dict:
+def load_mode(assets: str | None, batch: bool, sessions: int, rounds: int, new_pages: bool = False,
+              extra: list[str] | None = None) -> dict:
+    """One app process under `rounds` of `sessions` simultaneous requests. The class keeps its
+    pages open between rounds, or (`new_pages`) every round is a new class opening the page."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     with tempfile.TemporaryFile() as log:
-        app = start_app(assets, port, log, extra=["--batch", "1" if batch else "0"])
+        app = start_app(assets, port, log, extra=["--batch", "1" if batch else "0", *(extra or [])])
         try:
             wait_until_serving(app, port, log)
             wait_until_idle(app.pid)
             one_session(open_page(url), url, PROMPTS[0], 0)  # warm-up
             rss_before, cpu_before = rss_mb(app.pid), cpu_s(app.pid)
             results, errors, wall, client_cpu, rss_rounds = [], [], 0.0, 0.0, []
+            pages = []
             for r in range(rounds):
                 # The class opens the page first, then everyone presses Generate at once.
-                with ThreadPoolExecutor(max_workers=sessions) as pool:
-                    pages = list(pool.map(lambda _: open_page(url), range(sessions)))
+                if new_pages or not pages:
+                    with ThreadPoolExecutor(max_workers=sessions) as pool:
+                        pages = list(pool.map(lambda _: open_page(url), range(sessions)))
                 go = threading.Barrier(sessions)
                 started, client_before = time.perf_counter(), time.process_time()
                 with ThreadPoolExecutor(max_workers=sessions) as pool:
@@ -232,7 +237,10 @@ def main(argv=None) -> None:
     p.add_argument("--sessions", type=int, default=30)
     p.add_argument("--rounds", type=int, default=1, help="press Generate together this many times")
     p.add_argument("--modes", nargs="+", choices=("on", "off"), default=["on", "off"])
+    p.add_argument("--new-pages", action="store_true",
+                   help="every round a new class opens the page (default: the class keeps its pages open)")
     p.add_argument("--check", type=int, default=30, help="sessions whose pictures are compared with solo runs")
+    p.add_argument("--app-args", default="", help="more arguments for app.py, e.g. '--max-sessions 60'")
     args = p.parse_args(argv)
     os.environ.update(QUIET_ENV)
     import torch
@@ -241,8 +249,10 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(1)
     engine = load_engine(args.assets)
-    measured = {mode: load_mode(args.assets, mode == "on", args.sessions, args.rounds) for mode in args.modes}
-    print(f"\n{args.sessions} sessions pressing Generate at once, {args.rounds} time(s)")
+    measured = {mode: load_mode(args.assets, mode == "on", args.sessions, args.rounds, args.new_pages,
+                                args.app_args.split()) for mode in args.modes}
+    print(f"\n{args.sessions} sessions pressing Generate at once, {args.rounds} time(s)"
+          + (", a new page each time" if args.new_pages else ""))
     for mode, m in measured.items():
         report(mode, m, engine, args.check)
 
