@@ -350,6 +350,10 @@ def test_components_match_visiting_every_pixel(density):
     masks = [rng.random((64, 64)) < density for _ in range(5)]
     masks += [S.nearest_color_index(render(sample_scene(rng))) == c for c in range(4)]
     masks += [np.zeros((64, 64), bool), np.ones((64, 64), bool), np.eye(64, dtype=bool)[::-1]]
+    snake = np.zeros((64, 64), bool)  # one path back and forth across the picture: the longest component
+    snake[::2] = True
+    snake[1::4, -1] = snake[3::4, 0] = True
+    masks += [snake, snake[::-1, ::-1].copy()]
     for mask in masks:
         got, want = S.components(mask), _components_by_visiting(mask)
         assert len(got) == len(want)
