@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing as mp
-import os
 import pickle
 import queue
 import threading
@@ -42,10 +41,6 @@ from playground.runtime.workers import POLL_S, READY_TIMEOUT_S, WorkerError, por
 log = logging.getLogger(__name__)
 
 KINDS = ("diffusion", "autoregressive")
-# The autoregressive worker gives way: with a class pressing Generate together it finishes its
-# pictures seconds before the diffusion worker (measured by evaluation/load.py), and every CPU
-# second it leaves goes to the diffusion worker and the page, which finish the runs.
-NICENESS = {"diffusion": 0, "autoregressive": 5}
 
 
 FRAMES_UNDER_LOAD = 32  # frames a run sends the page while more than CALM_STREAMS runs are stepped
@@ -200,7 +195,6 @@ def _serve_batch(folder: str, kind: str, cfg: BatchConfig, jobs, results) -> Non
     from playground.engine import keep_freed_memory, load_engine
 
     torch.set_num_threads(cfg.threads)
-    os.nice(NICENESS[kind])
     keep_freed_memory()
     try:
         engine = load_engine(folder, diffusion_model=[], autoregressive_model=[])
