@@ -328,7 +328,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="how long an idle batch worker waits for more requests to start with "
                              "(or PLAYGROUND_BATCH_WINDOW_MS)")
     parser.add_argument("--max-sessions", type=int, default=os.environ.get("PLAYGROUND_MAX_SESSIONS", "200"),
-                        help="visitors whose page state the server keeps (about 1 MB each); the oldest are "
+                        help="visitors whose page state the server keeps (a few hundred kB each); the oldest are "
                              "forgotten past it, so memory stays bounded on a long-running copy "
                              "(or PLAYGROUND_MAX_SESSIONS)")
     from playground.arguments import add_model_arguments  # (imports torch: only when run, never on import)

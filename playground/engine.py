@@ -139,6 +139,18 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, 1 << 30)
 
 
+def give_back_freed_memory() -> None:
+    """Hand the memory this process has freed back to the system (glibc's malloc_trim).
+
+    For a batch worker at rest: while it computes it keeps what it frees (keep_freed_memory),
+    but a class's batches change size as requests join and finish, and the freed pieces of one
+    size do not all fit the next. Measured over 300 requests (30 at once, 10 times), the
+    diffusion batch worker grew from 773 to 959 MB, about 20 MB a round and still growing."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def few_malloc_arenas(arenas: int = 2) -> bool:
     """Let at most `arenas` malloc arenas serve all of this process's threads; True if set.
 

@@ -307,3 +307,24 @@ def test_on_a_space_the_app_serves_where_the_space_says(monkeypatch, tiny_assets
     assert (launched["server_name"], launched["server_port"]) == ("0.0.0.0", 7860)
     assert isinstance(launched["demo"], gr.Blocks) and launched["demo"].playground.runs is not None
     assert app.parse_args(["--host", "127.0.0.1"]).host == "127.0.0.1"  # an explicit --host still wins
+
+
+def test_a_visitor_forgotten_past_max_sessions_generates_again(tiny_engine):
+    """With room for one visitor's state (app.py --max-sessions 1), a second visitor makes the
+    server forget the first; the first visitor's next Generate still streams its pictures."""
+    import app
+
+    demo = app.build_demo(engine_loader=lambda: tiny_engine, cache_examples=False)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True,
+                            state_session_capacity=1)
+    try:
+        first, second = (Client(url, verbose=False, analytics_enabled=False, download_files=False) for _ in range(2))
+        done = lambda client, seed: client.submit(prompt="a red circle", seed=seed, api_name="/generate").result()  # noqa: E731
+        done(first, 1)
+        done(second, 2)
+        assert first.session_hash not in demo.state_holder.session_data  # forgotten
+        final = done(first, 3)
+        assert all(final[i] and final[i]["path"].endswith(".png") for i in (0, 1))
+        assert len(demo.state_holder.session_data) == 1
+    finally:
+        demo.close()

@@ -185,7 +185,7 @@ def load_mode(assets: str | None, batch: bool, sessions: int, rounds: int, new_p
                                for i in range(sessions)]
                     for f in futures:
                         try:
-                            results.append(f.result(timeout=900))
+                            results.append({**f.result(timeout=900), "round": r})
                         except Exception as exc:  # counted and shown: this is a measurement
                             errors.append(f"{type(exc).__name__}: {exc}")
                 wall += time.perf_counter() - started
@@ -214,6 +214,10 @@ def report(name: str, m: dict, engine, check: int) -> None:
     for kind in ("diffusion", "autoregressive"):
         done = [r["done_s"][kind] for r in res]
         print(f"    {kind} picture done: p50 {percentile(done, 0.5):.1f} s, p95 {percentile(done, 0.95):.1f} s")
+    rounds = sorted({r["round"] for r in res})
+    if len(rounds) > 1:
+        print("    final p95 of each round (s): " + ", ".join(
+            f"{percentile([x['total_s'] for x in res if x['round'] == k], 0.95):.1f}" for k in rounds))
     print(f"  pictures per second (both panels count): {2 * len(res) / m['wall_s']:.2f}")
     print(f"  app memory (page + workers): {m['rss'][0]:.0f} MB before, {m['rss'][1]:.0f} MB after")
     if len(m["rss_rounds"]) > 1:

@@ -192,7 +192,7 @@ def _serve_batch(folder: str, kind: str, cfg: BatchConfig, jobs, results) -> Non
     """A batch worker process: load the embedded models, then step every request it is given."""
     import torch
 
-    from playground.engine import keep_freed_memory, load_engine
+    from playground.engine import give_back_freed_memory, keep_freed_memory, load_engine
 
     torch.set_num_threads(cfg.threads)
     keep_freed_memory()
@@ -255,6 +255,8 @@ def _serve_batch(folder: str, kind: str, cfg: BatchConfig, jobs, results) -> Non
             continue
         wait = loop.step()
         flush()
+        if not loop.active:  # the last request of a batch finished: at rest, give memory back
+            give_back_freed_memory()
         if wait > 0:
             time.sleep(min(wait, 0.02))
 
