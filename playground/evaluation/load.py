@@ -3,13 +3,15 @@
     python -m playground.evaluation.load                      # 30 sessions, batching on, then off
     python -m playground.evaluation.load --sessions 10 --modes on
     python -m playground.evaluation.load --sessions 30 --rounds 10 --modes on   # 300 requests: memory
+    python -m playground.evaluation.load --rounds 10 --modes on --new-pages --app-args "--max-sessions 30"
 
 For each mode, `python app.py` is started as its own process; N gradio_client sessions open
 the page, then submit /generate at the same moment, each with its own prompt and seed (the
 clients share the app's cores: about 2.5 CPU seconds a round of 30 that a class's browsers
 would spend on their own machines). Printed per mode: seconds from submit to the first
 picture (p50, p95) and to both final pictures (p50, p95, max), pictures per second, errors,
-the app's memory (RSS of the page and its worker processes) before and after, CPU seconds by
+the app's memory (RSS of the page and its worker processes) before and after (with several
+rounds: each round's final p95, and each process's memory after each round), CPU seconds by
 process, and cross-talk: each session's final pictures compared with the same prompt and seed
 computed alone in this process (PSNR; a picture of another request would be far below 30 dB).
 
