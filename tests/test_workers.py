@@ -194,22 +194,24 @@ def test_a_worker_exits_when_the_page_process_dies_in_the_middle_of_a_run(tiny_a
     assert not alive, "the orphaned worker was still running 60 s after its parent died"
 
 
+def run_malloc_script(body: str, how: str = "") -> subprocess.CompletedProcess:
+    """Run `body` in a fresh interpreter (with `how` as sys.argv[1], and `rss()`: its resident MB)."""
+    rss = "rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) // 1024\n"
+    return subprocess.run([sys.executable, "-c", "import sys, torch\n" + rss + body, how],
+                          capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_keep_freed_memory_keeps_a_freed_tensor_for_the_next_step():
     """A process that keeps freed memory does not give a step's large tensor back to the system
     (to map it again at the next step); one that does not, gives it back."""
     script = (
-        "import sys, torch\n"
         "from playground.engine import keep_freed_memory\n"
         "if sys.argv[1] == 'keep': keep_freed_memory()\n"
-        "rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) // 1024\n"
         "x = torch.ones(16 << 20)  # 64 MB\n"
         "before = rss(); del x; print(before - rss())\n"
     )
-    given_back = {}
-    for how in ("keep", "default"):
-        out = subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
-        given_back[how] = int(out.stdout.split()[-1])  # MB
+    given_back = {how: int(run_malloc_script(script, how).stdout.split()[-1]) for how in ("keep", "default")}  # MB
     assert given_back["default"] >= 60 and given_back["keep"] <= 4, given_back
 
 
@@ -218,7 +220,7 @@ def test_few_malloc_arenas_serve_many_threads():
     """Eight threads that allocate at once get arenas of their own by default; with
     few_malloc_arenas(2) they share two (glibc's malloc_stats lists one "Arena N:" per arena)."""
     script = (
-        "import ctypes, sys, threading\n"
+        "import ctypes, threading\n"
         "from playground.engine import few_malloc_arenas\n"
         "if sys.argv[1] == 'few': assert few_malloc_arenas(2)\n"
         "go = threading.Barrier(8)\n"
@@ -227,10 +229,7 @@ def test_few_malloc_arenas_serve_many_threads():
         "[t.start() for t in threads]; [t.join() for t in threads]\n"
         "ctypes.CDLL('libc.so.6').malloc_stats()\n"
     )
-    arenas = {}
-    for how in ("few", "default"):
-        out = subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
-        arenas[how] = out.stderr.count("Arena ")
+    arenas = {how: run_malloc_script(script, how).stderr.count("Arena ") for how in ("few", "default")}
     assert arenas["few"] <= 2 < arenas["default"], arenas
 
 
@@ -239,13 +238,10 @@ def test_give_back_freed_memory_returns_what_a_worker_kept():
     """A batch worker at rest gives back what keep_freed_memory made it keep, when it is more
     than a visitor alone frees."""
     script = (
-        "import torch\n"
         "from playground.engine import give_back_freed_memory, keep_freed_memory\n"
         "keep_freed_memory()\n"
-        "rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) // 1024\n"
         "x = torch.ones(16 << 20)  # 64 MB\n"
         "y = torch.ones(1 << 20); del y; assert not give_back_freed_memory(above_mb=64)\n"
         "del x; kept = rss(); assert give_back_freed_memory(above_mb=64); print(kept - rss())\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
-    assert int(out.stdout.split()[-1]) >= 60  # MB
+    assert int(run_malloc_script(script).stdout.split()[-1]) >= 60  # MB
