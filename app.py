@@ -47,13 +47,15 @@ def prompt_row(label: str, box_id: str, action: str, action_id: str, stop_id: st
 
 
 def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | None = None,
-               problems: list[str] | None = None, workers: int = 0, batch=None) -> gr.Blocks:
+               problems: list[str] | None = None, workers: int = 0, batch=None,
+               queue_size: int | None = None) -> gr.Blocks:
     """The page. `engine_loader()` returns an Engine (default: load_engine, which reads
     PLAYGROUND_ASSETS); it is called once, on first use, and the engine shared by all sessions.
     `models` ({"diffusion": [...], "autoregressive": [...]}, default first) fills the model
     menus, shown where there is a choice; `problems` are shown at the top of the page.
     `workers`: processes that run the embedded models' samplers (0: threads of this process);
-    `batch` (a runtime.batching.BatchConfig): instead, every request in two batch workers."""
+    `batch` (a runtime.batching.BatchConfig): instead, every request in two batch workers;
+    `queue_size`: requests let in at once, past it "queue full" (default handlers.QUEUE_SIZE)."""
     from playground.diffusion.model import SCHEDULERS
     from playground.hub.common import on_gpu
     from playground.settings import AR_ORDERS, LIMITS, EditSettings, GenerationSettings, suggested_diffusion_settings
@@ -70,7 +72,8 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
 
     PALETTE_HEX = ["#%02x%02x%02x" % rgb for rgb in PALETTE.values()]  # the brush: the colours the models know
 
-    pg = Playground(engine_loader, workers=workers, batch=batch)
+    queue_size = queue_size or QUEUE_SIZE
+    pg = Playground(engine_loader, workers=workers, batch=batch, max_queue=queue_size)
     # The steps and guidance fields start at what suits the default diffusion model (a turbo model: 2, 0)
     defaults = GenerationSettings(**suggested_diffusion_settings(((models or {}).get("diffusion") or [""])[0]))
     edit_defaults = EditSettings()
@@ -278,7 +281,7 @@ def build_demo(engine_loader=None, cache_examples: bool = True, models: dict | N
         wire_attention(pg, chips, prompt, out, on_gpu, setting["diffusion_model"])
         wire_experiment(pg, experiment, setting, on_gpu)
 
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=DEFAULT_CONCURRENCY)
+    demo.queue(max_size=queue_size, default_concurrency_limit=DEFAULT_CONCURRENCY)
     calm_queue(demo)
     demo.playground = pg  # for tests and warm-up: the shared engine and recent runs
     return demo
@@ -327,6 +330,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-window-ms", type=float, default=os.environ.get("PLAYGROUND_BATCH_WINDOW_MS", "50"),
                         help="how long an idle batch worker waits for more requests to start with "
                              "(or PLAYGROUND_BATCH_WINDOW_MS)")
+    parser.add_argument("--queue-size", type=int, default=os.environ.get("PLAYGROUND_QUEUE_SIZE"),
+                        help="requests let in at once, computing or waiting their turn; more are told the "
+                             "queue is full (default 64; or PLAYGROUND_QUEUE_SIZE)")
     parser.add_argument("--max-sessions", type=int, default=os.environ.get("PLAYGROUND_MAX_SESSIONS", "200"),
                         help="visitors whose page state the server keeps (a few hundred kB each); the oldest are "
                              "forgotten past it, so memory stays bounded on a long-running copy "
@@ -335,8 +341,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     add_model_arguments(parser)
     args = parser.parse_args(argv)
-    if args.max_sessions < 1:
-        parser.error(f"--max-sessions must be at least 1, not {args.max_sessions}")
+    for flag in ("queue_size", "max_sessions"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, not {getattr(args, flag)}")
     return args
 
 
@@ -361,7 +368,8 @@ def main(argv=None) -> None:
     workers = 2 * GENERATE_CONCURRENCY if args.workers < 0 else args.workers
     batch = BatchConfig(max_batch=args.batch_size, window_ms=args.batch_window_ms) if args.batch and workers else None
     demo = build_demo(engine_loader=lambda: engine, cache_examples=not uses_hub,
-                      models=models, problems=engine.problems, workers=workers, batch=batch)
+                      models=models, problems=engine.problems, workers=workers, batch=batch,
+                      queue_size=args.queue_size)
     demo.playground.warm_up()  # the sampler workers load the models before the page opens
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, css=CSS,
                 state_session_capacity=args.max_sessions)

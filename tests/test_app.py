@@ -191,7 +191,8 @@ def test_missing_models_give_a_clean_message(tmp_path):
 
 
 @pytest.mark.parametrize("name, flag", [("PLAYGROUND_WORKERS", "--workers"), ("PLAYGROUND_PORT", "--port"),
-                                        ("PLAYGROUND_MAX_SESSIONS", "--max-sessions")])
+                                        ("PLAYGROUND_MAX_SESSIONS", "--max-sessions"),
+                                        ("PLAYGROUND_QUEUE_SIZE", "--queue-size")])
 def test_bad_numbers_in_the_environment_give_a_usage_error(monkeypatch, capsys, name, flag):
     import app
 
@@ -204,13 +205,14 @@ def test_bad_numbers_in_the_environment_give_a_usage_error(monkeypatch, capsys, 
     assert getattr(app.parse_args([]), flag[2:].replace("-", "_")) == 3
 
 
-def test_a_server_that_keeps_no_visitor_is_refused(capsys):
+@pytest.mark.parametrize("flag", ["--max-sessions", "--queue-size"])
+def test_a_server_that_keeps_no_visitor_is_refused(capsys, flag):
     import app
 
     with pytest.raises(SystemExit) as exit_info:
-        app.parse_args(["--max-sessions", "0"])
+        app.parse_args([flag, "0"])
     assert exit_info.value.code == 2
-    assert "--max-sessions must be at least 1, not 0" in capsys.readouterr().err
+    assert f"{flag} must be at least 1, not 0" in capsys.readouterr().err
 
 
 @pytest.mark.integration
@@ -328,3 +330,10 @@ def test_a_visitor_forgotten_past_max_sessions_generates_again(tiny_engine):
         assert len(demo.state_holder.session_data) == 1
     finally:
         demo.close()
+
+
+def test_the_queue_bound_reaches_gradio_and_the_batch_workers(tiny_engine):
+    import app
+
+    demo = app.build_demo(engine_loader=lambda: tiny_engine, cache_examples=False, queue_size=3)
+    assert demo.playground.max_queue == 3 and demo._queue.max_size == 3
