@@ -135,6 +135,48 @@ def test_run_loop_stop_at_ends_early_on_the_full_runs_schedule_and_a_restart_goe
     assert seen == list(range(4, 10))
 
 
+def test_ema_weights_average_every_step_and_resume_as_if_never_stopped(tmp_runs):
+    """With ema_decay the shipped weights are w_avg <- d * w_avg + (1 - d) * w after each step
+    (the first step's weights to begin with); a run stopped and resumed ends with the same
+    average as one that ran through."""
+    decay, weights = 0.9, []
+
+    def train(stop_at=None, folder="once"):
+        torch.manual_seed(0)
+        model, opt = tiny_model(0)
+        ckpt = loop.Checkpointer("toy", {"net": model}, opt, folder=tmp_runs / folder, ema_decay=decay)
+
+        def step_fn(step):
+            torch.manual_seed(100 + step)  # the same batch at each step, however the run is cut
+            loss = one_step(model, opt)
+            weights.append(model[0].weight.detach().clone())
+            return loss
+
+        loop.run_loop("toy", ckpt, total=8, peak_lr=0.01, step_fn=step_fn, every=100, stop_at=stop_at)
+        return ckpt
+
+    through = train()
+    expected = weights[0]
+    for w in weights[1:]:
+        expected = decay * expected + (1 - decay) * w
+    assert torch.allclose(through.final("net")[0].weight, expected, atol=1e-6)
+    assert not torch.allclose(through.final("net")[0].weight, through.modules["net"][0].weight)
+
+    train(stop_at=3, folder="cut")
+    resumed = train(folder="cut")
+    assert torch.allclose(resumed.final("net")[0].weight, through.final("net")[0].weight, atol=1e-6)
+    plain = tiny_model(0)[0]
+    assert loop.Checkpointer("toy", {"net": plain}, None).final("net") is plain  # no average: the model itself
+
+
+def test_train_rejects_an_ema_decay_outside_0_1(capsys):
+    from playground.training import train
+
+    with pytest.raises(SystemExit):
+        train.main(["--stage", "diffusion", "--ema-decay", "1"])
+    assert "--ema-decay must be at least 0 and below 1, not 1.0" in capsys.readouterr().err
+
+
 def test_plot_loss_curve_writes_a_png(tmp_path):
     losses = list(np.exp(-np.linspace(0, 3, 300)) + 0.01 * np.random.default_rng(0).random(300))
     path = plot_loss_curve(losses, tmp_path / "sub" / "loss.png", title="toy")
@@ -306,12 +348,14 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     tiny = ["--device", "cpu", "--threads", "1", "--dataset-size", "48", "--test-size", "16", "--ae-steps", "2", "--ae-batch", "4",
             "--decoder-steps", "2", "--decoder-batch", "4", "--diffusion-steps", "2", "--diffusion-batch", "4",
             "--ar-steps", "2", "--ar-batch", "2", "--ae-channels", "8", "16", "16", "--ae-attention", "0", "--ae-background-weight", "1", "--diffusion-object-weight", "3", "--ar-object-weight", "3", "--caption-drop", "0.1"]
-    train.main(tiny + ["--stage", "all", "--ar-prompt-order", "as_written"])  # as the autoregressive model was first trained
+    # (as the autoregressive model was first trained; the generators ship their weights' moving average)
+    train.main(tiny + ["--stage", "all", "--ar-prompt-order", "as_written", "--ema-decay", "0.5"])
     for folder in ("vqvae", "unet", "text_encoder", "scheduler", "transformer", "tokenizer"):
         assert any((tmp_path / "assets" / folder).iterdir()), folder
     assert not list((tmp_path / "assets").rglob("*.bin")), "weights are saved as safetensors only"
     for stage in ("autoencoder", "decoder", "diffusion", "autoregressive"):
-        assert torch.load(tmp_path / "runs" / stage / "checkpoint.pt", weights_only=True)["step"] == 2
+        saved = torch.load(tmp_path / "runs" / stage / "checkpoint.pt", weights_only=True)
+        assert saved["step"] == 2 and ("averages" in saved) == (stage in ("diffusion", "autoregressive"))
     train.main(tiny + ["--stage", "masked", "--masked-steps", "2", "--masked-batch", "2"])  # the any-order model, on the same codes
     assert torch.load(tmp_path / "runs" / "masked" / "checkpoint.pt", weights_only=True)["step"] == 2
     engine = load_engine(tmp_path / "assets")

@@ -37,7 +37,7 @@ def train_autoregressive(args) -> None:
     lm.to(dev)
     # Muon: the blocks' matrices (not the embeddings, which the output layer shares).
     opt = build_optimizer(lm.named_parameters(), args.ar_optimizer, args.ar_lr, muon_excludes=("wte", "wpe"))
-    ckpt = Checkpointer("autoregressive", {"transformer": lm}, opt, args.checkpoints)
+    ckpt = Checkpointer("autoregressive", {"transformer": lm}, opt, args.checkpoints, args.ema_decay)
     draw = batch_sampler(scenes, args.two_object_share, args.star_share)
     lm.train()
 
@@ -58,4 +58,4 @@ def train_autoregressive(args) -> None:
 
     run_loop("autoregressive", ckpt, args.ar_steps, args.ar_lr, step_fn, stop_at=args.stop_at)
     lm.to("cpu")
-    lm.save_pretrained(loop.ASSETS / "transformer")
+    ckpt.final("transformer").to("cpu").save_pretrained(loop.ASSETS / "transformer")

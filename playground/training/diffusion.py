@@ -64,7 +64,7 @@ def train_diffusion(args) -> None:
     # Muon: every matrix and kernel but the first and last layers and the text embeddings.
     opt = build_optimizer(named, args.diffusion_optimizer, args.diffusion_lr, betas=(0.9, 0.999),
                           muon_excludes=("unet.conv_in", "unet.conv_out", "embeddings"))
-    ckpt = Checkpointer("diffusion", {"unet": unet, "text_encoder": text_encoder}, opt, args.checkpoints)
+    ckpt = Checkpointer("diffusion", {"unet": unet, "text_encoder": text_encoder}, opt, args.checkpoints, args.ema_decay)
     # Token grounding (grounding.py): each object's colour and shape word read where the object is.
     recorder = AttentionRecorder.attach(unet) if args.diffusion_grounding or args.diffusion_reading else None
     words = {i: w for w, i in pe.vocab.items()}
@@ -106,6 +106,6 @@ def train_diffusion(args) -> None:
 
     run_loop("diffusion", ckpt, args.diffusion_steps, args.diffusion_lr, step_fn, stop_at=args.stop_at)
     unet.to("cpu"), text_encoder.to("cpu")
-    unet.save_pretrained(loop.ASSETS / "unet")
-    text_encoder.save_pretrained(loop.ASSETS / "text_encoder")
+    ckpt.final("unet").to("cpu").save_pretrained(loop.ASSETS / "unet")
+    ckpt.final("text_encoder").to("cpu").save_pretrained(loop.ASSETS / "text_encoder")
     sched.save_pretrained(loop.ASSETS / "scheduler")

@@ -110,23 +110,41 @@ def optimise(loss: torch.Tensor, params, opt, clip: float | None = 1.0) -> float
 
 class Checkpointer:
     """Saves and restores {model(s), optimizer, step, losses} under runs/<stage>/ (or
-    <folder>/<stage>/: --checkpoints)."""
+    <folder>/<stage>/: --checkpoints). With `ema_decay` it also keeps an exponential moving
+    average of each model's weights (w_avg <- decay * w_avg + (1 - decay) * w after every step,
+    torch's AveragedModel), checkpointed with the rest; `final(name)` is what a stage saves."""
 
     def __init__(self, stage: str, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
-                 folder: str | Path | None = None):
+                 folder: str | Path | None = None, ema_decay: float = 0.0):
         self.path = Path(folder or RUNS) / stage / "checkpoint.pt"
         self.modules, self.optimizer = modules, optimizer
+        self.ema_decay = ema_decay
+        self.averages: dict[str, torch.optim.swa_utils.AveragedModel] = {}  # made by resume(), from the weights it loads
         self.step, self.losses = 0, []
 
     def resume(self) -> None:
-        if not self.path.is_file():
-            return
-        state = torch.load(self.path, map_location="cpu", weights_only=True)  # our own file; the safe loader anyway
-        for name, m in self.modules.items():
-            m.load_state_dict(state["modules"][name])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.losses = state["step"], list(state["losses"])
-        print(f"resumed {self.path} at step {self.step}")
+        state = torch.load(self.path, map_location="cpu", weights_only=True) if self.path.is_file() else None  # our own file; the safe loader anyway
+        if state is not None:
+            for name, m in self.modules.items():
+                m.load_state_dict(state["modules"][name])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step, self.losses = state["step"], list(state["losses"])
+        if self.ema_decay:
+            swa = torch.optim.swa_utils
+            average = swa.get_ema_multi_avg_fn(self.ema_decay)
+            self.averages = {n: swa.AveragedModel(m, multi_avg_fn=average, use_buffers=True) for n, m in self.modules.items()}
+            for name, saved in (state or {}).get("averages", {}).items():  # a run that had none starts them here
+                self.averages[name].load_state_dict(saved)
+        if state is not None:
+            print(f"resumed {self.path} at step {self.step}")
+
+    def update_averages(self) -> None:
+        for name, average in self.averages.items():
+            average.update_parameters(self.modules[name])
+
+    def final(self, name: str) -> torch.nn.Module:
+        """The weights to ship for module `name`: its average where there is one."""
+        return self.averages[name].module if name in self.averages else self.modules[name]
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +154,8 @@ class Checkpointer:
             "step": self.step,
             "losses": self.losses,
         }
+        if self.averages:
+            state["averages"] = {n: a.state_dict() for n, a in self.averages.items()}
         torch.save(state, self.path.with_suffix(".tmp"))
         self.path.with_suffix(".tmp").replace(self.path)
 
@@ -152,6 +172,7 @@ def run_loop(stage: str, ckpt: Checkpointer, total: int, peak_lr: float, step_fn
         for g in ckpt.optimizer.param_groups:
             g["lr"] = lr_at(step, total, peak_lr)
         loss = step_fn(step)
+        ckpt.update_averages()
         ckpt.losses.append(float(loss))
         ckpt.step = step + 1
         if step % 20 == 0:

@@ -29,7 +29,7 @@ def train_masked(args) -> None:
     model.to(dev)
     # Muon: the blocks' matrices (not the embeddings, which the output layer shares).
     opt = build_optimizer(model.named_parameters(), args.masked_optimizer, args.masked_lr, muon_excludes=("embeddings", "cls.predictions.decoder"))
-    ckpt = Checkpointer("masked", {"transformer": model}, opt, args.checkpoints)
+    ckpt = Checkpointer("masked", {"transformer": model}, opt, args.checkpoints, args.ema_decay)
     draw = batch_sampler(scenes, args.two_object_share, args.star_share)
     model.train()
     k, offset = cfg.codebook_size, cfg.image_token_offset
@@ -49,4 +49,4 @@ def train_masked(args) -> None:
 
     run_loop("masked", ckpt, args.masked_steps, args.masked_lr, step_fn, stop_at=args.stop_at)
     model.to("cpu")
-    model.save_pretrained(loop.ASSETS / MASKED_FOLDER)
+    ckpt.final("transformer").to("cpu").save_pretrained(loop.ASSETS / MASKED_FOLDER)

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-at", type=int, default=None,
                    help="end each stage after this step, on the learning-rate schedule of its full step count")
     p.add_argument("--dataset-size", type=int, default=40000)
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="ship an exponential moving average of the weights, e.g. 0.999 (0: the last step's weights; "
+                        "diffusion, autoregressive and masked stages)")
     p.add_argument("--caption-drop", type=float, default=CAPTION_DROP, help="chance that each optional part of a training caption is left out")
     p.add_argument("--two-object-share", type=float, default=None,
                    help="share of each generator batch drawn from two-object scenes (default: as the data fall, about half)")
@@ -153,6 +156,8 @@ def main(argv=None) -> None:
                 check_share(getattr(args, name), "--" + name.replace("_", "-"))
     except ValueError as e:
         p.error(str(e))
+    if not 0 <= args.ema_decay < 1:
+        p.error(f"--ema-decay must be at least 0 and below 1, not {args.ema_decay}")
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # tiny values slow these CPUs down many times over
     stages = ["autoencoder", "decoder", "diffusion", "autoregressive"] if args.stage == "all" else [args.stage]
