@@ -129,8 +129,8 @@ def keep_freed_memory() -> None:
     memory, which is reused, not grown. Elsewhere than Linux with glibc: nothing changes.
 
     For processes that compute on one thread: the sampler workers and the command line. Not the
-    page process (dozens of threads, each with its own malloc arena): under a class's load it
-    spent more CPU with this (15 against 17.5 s, `python -m playground.evaluation.load`)."""
+    page process (dozens of threads): under a class's load it spent more CPU with this (15
+    against 17.5 s, `python -m playground.evaluation.load`, measured with glibc's default arenas)."""
     libc = _glibc()
     if libc is None:
         return
@@ -152,7 +152,7 @@ def give_back_freed_memory(above_mb: float = 64) -> bool:
     but a class's batches change size as requests join and finish, and the freed pieces of one
     size do not all fit the next. Measured over 300 requests (30 at once, 10 times), the
     diffusion batch worker grew from 773 to 959 MB, about 20 MB a round and still growing; given
-    back after each class, 591 to 600 MB. A visitor alone frees a few MB: kept, or the next
+    back after each class, 591 to 603 MB. A visitor alone frees a few MB: kept, or the next
     picture would map them again (a picture alone 1.4 -> 1.5 s when every rest gave back)."""
     libc = _glibc()
     if libc is None or not hasattr(libc, "mallinfo2"):

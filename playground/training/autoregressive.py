@@ -57,5 +57,4 @@ def train_autoregressive(args) -> None:
         return optimise(loss, lm.parameters(), opt)
 
     run_loop("autoregressive", ckpt, args.ar_steps, args.ar_lr, step_fn, stop_at=args.stop_at)
-    lm.to("cpu")
     ckpt.final("transformer").to("cpu").save_pretrained(loop.ASSETS / "transformer")

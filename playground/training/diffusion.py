@@ -105,7 +105,6 @@ def train_diffusion(args) -> None:
         return optimise(loss, params, opt)
 
     run_loop("diffusion", ckpt, args.diffusion_steps, args.diffusion_lr, step_fn, stop_at=args.stop_at)
-    unet.to("cpu"), text_encoder.to("cpu")
     ckpt.final("unet").to("cpu").save_pretrained(loop.ASSETS / "unet")
     ckpt.final("text_encoder").to("cpu").save_pretrained(loop.ASSETS / "text_encoder")
     sched.save_pretrained(loop.ASSETS / "scheduler")

@@ -123,20 +123,20 @@ class Checkpointer:
         self.step, self.losses = 0, []
 
     def resume(self) -> None:
-        state = torch.load(self.path, map_location="cpu", weights_only=True) if self.path.is_file() else None  # our own file; the safe loader anyway
-        if state is not None:
+        state = {}
+        if self.path.is_file():
+            state = torch.load(self.path, map_location="cpu", weights_only=True)  # our own file; the safe loader anyway
             for name, m in self.modules.items():
                 m.load_state_dict(state["modules"][name])
             self.optimizer.load_state_dict(state["optimizer"])
             self.step, self.losses = state["step"], list(state["losses"])
-        if self.ema_decay:
+            print(f"resumed {self.path} at step {self.step}")
+        if self.ema_decay:  # averages of the weights just loaded; a run that saved none starts them here
             swa = torch.optim.swa_utils
             average = swa.get_ema_multi_avg_fn(self.ema_decay)
             self.averages = {n: swa.AveragedModel(m, multi_avg_fn=average, use_buffers=True) for n, m in self.modules.items()}
-            for name, saved in (state or {}).get("averages", {}).items():  # a run that had none starts them here
+            for name, saved in state.get("averages", {}).items():
                 self.averages[name].load_state_dict(saved)
-        if state is not None:
-            print(f"resumed {self.path} at step {self.step}")
 
     def update_averages(self) -> None:
         for name, average in self.averages.items():

@@ -48,5 +48,4 @@ def train_masked(args) -> None:
         return optimise(loss, model.parameters(), opt)
 
     run_loop("masked", ckpt, args.masked_steps, args.masked_lr, step_fn, stop_at=args.stop_at)
-    model.to("cpu")
     ckpt.final("transformer").to("cpu").save_pretrained(loop.ASSETS / MASKED_FOLDER)
