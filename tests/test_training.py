@@ -206,6 +206,37 @@ def test_dataset_cache_and_captions(tmp_path):
     assert all(" background" in c for c in full)
 
 
+def test_word_drop_leaves_out_colour_and_shape_words_and_nothing_else():
+    scenes = [sample_scene(np.random.default_rng(i), held_out="exclude") for i in range(40)] * 50
+    plain = training_captions(scenes, np.random.default_rng(7))
+    dropped = training_captions(scenes, np.random.default_rng(7), word_drop=0.3, word_rng=np.random.default_rng(8))
+    counts = {"color": [0, 0], "shape": [0, 0]}  # (kept, left out)
+    for before, after, scene in zip(plain, dropped, scenes):
+        if not before:  # the empty captions stay empty: the batch's other draws are unchanged
+            assert after == ""
+            continue
+        for part_before, part_after, obj in zip(before.split(" and "), after.split(" and "), scene.objects):
+            b, a = part_before.split(), part_after.split()
+            j = b.index(obj.color, 1)  # the object's colour: after "a" (and its size), before its shape
+            kept = a[j : len(a) - (len(b) - j - 2)]  # what is left where "colour shape" stood
+            assert a[:j] == b[:j] and a[len(kept) + j :] == b[j + 2 :]  # every other word as it was
+            assert kept in ([obj.color, obj.shape], [obj.color], [obj.shape], [])
+            counts["color"][obj.color not in kept] += 1
+            counts["shape"][obj.shape not in kept] += 1
+    for kept, left_out in counts.values():
+        assert abs(left_out / (kept + left_out) - 0.3) < 0.03
+    with pytest.raises(ValueError, match="word_rng"):
+        training_captions(scenes, np.random.default_rng(7), word_drop=0.3)
+
+
+def test_train_rejects_a_word_drop_outside_0_1(capsys):
+    from playground.training import train
+
+    with pytest.raises(SystemExit):
+        train.main(["--stage", "autoregressive", "--word-drop", "1.5"])
+    assert "--word-drop must lie between 0 and 1, not 1.5" in capsys.readouterr().err
+
+
 def test_batch_sampler_uniform_or_with_a_share_of_two_object_scenes():
     scenes = [sample_scene(np.random.default_rng(i)) for i in range(200)]
     two = np.array([len(s.objects) == 2 for s in scenes])

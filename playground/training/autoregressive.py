@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from playground.autoregressive.model import AutoregressiveConfig, build_transformer, grow_depth, training_sequences
 from playground.training import loop
 from playground.training.encode import dataset_object_cells, load_encoded, save_tokenizer_asset
-from playground.training.loop import Checkpointer, batch_sampler, draw_seed, optimise, pick_device, run_loop, step_rngs
+from playground.training.loop import Checkpointer, batch_sampler, draw_seed, optimise, pick_device, run_loop, step_rngs, word_rng
 from playground.training.optim import build_optimizer
 from playground.world.data import training_captions
 
@@ -44,7 +44,7 @@ def train_autoregressive(args) -> None:
     def step_fn(step: int) -> float:
         rng, _ = step_rngs(draw_seed(args) + 3, step)
         idx = draw(rng, args.ar_batch)
-        ids = torch.tensor([pe(c, order=args.ar_prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, P)
+        ids = torch.tensor([pe(c, order=args.ar_prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop, word_drop=args.word_drop, word_rng=word_rng(args, 3, step))])  # (B, P)
         input_ids, labels = training_sequences(ids, codes[idx], lm.config)  # (B, T)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(args.ar_bf16)):
             if objects is None:

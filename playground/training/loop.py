@@ -41,6 +41,12 @@ def step_rngs(seed: int, step: int) -> tuple[np.random.Generator, torch.Generato
     return np.random.default_rng((seed, step)), torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
+def word_rng(args, offset: int, step: int) -> np.random.Generator:
+    """The stream of a step's left-out caption words (--word-drop), apart from the step's other
+    draws: a run with word dropout trains on the same batches and captions as one without."""
+    return np.random.default_rng((draw_seed(args) + offset, step, 1))
+
+
 def draw_seed(args) -> int:
     """The seed of the batches (and noise) drawn at each step: --draw-seed, or --seed. A run
     continued from a saved model (--ar-init, --diffusion-init) with a new draw seed trains on

@@ -10,7 +10,7 @@ from playground.autoregressive.masked_model import MASKED_FOLDER, build_masked_t
 from playground.autoregressive.model import AutoregressiveConfig
 from playground.training import loop
 from playground.training.encode import load_encoded, save_tokenizer_asset
-from playground.training.loop import Checkpointer, batch_sampler, draw_seed, optimise, pick_device, run_loop, step_rngs
+from playground.training.loop import Checkpointer, batch_sampler, draw_seed, optimise, pick_device, run_loop, step_rngs, word_rng
 from playground.training.optim import build_optimizer
 from playground.world.data import training_captions
 
@@ -37,7 +37,7 @@ def train_masked(args) -> None:
     def step_fn(step: int) -> float:
         rng, gen = step_rngs(draw_seed(args) + 5, step)
         idx = draw(rng, args.masked_batch)
-        ids = torch.tensor([pe(c, order=cfg.prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop)])  # (B, P)
+        ids = torch.tensor([pe(c, order=cfg.prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop, word_drop=args.word_drop, word_rng=word_rng(args, 5, step))])  # (B, P)
         target = codes[idx].long()  # (B, N)
         mask = training_mask(len(idx), target.shape[1], gen)  # (B, N)
         inputs = masked_inputs(ids, target, mask, cfg)  # (B, P + N)

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ship an exponential moving average of the weights, e.g. 0.999 (0: the last step's weights; "
                         "diffusion, autoregressive and masked stages)")
     p.add_argument("--caption-drop", type=float, default=CAPTION_DROP, help="chance that each optional part of a training caption is left out")
+    p.add_argument("--word-drop", type=float, default=0.0,
+                   help="chance that each object's colour word, and its shape word, is left out of a training caption "
+                        "(autoregressive and masked stages; 0: never)")
     p.add_argument("--two-object-share", type=float, default=None,
                    help="share of each generator batch drawn from two-object scenes (default: as the data fall, about half)")
     p.add_argument("--star-share", type=float, default=None,
@@ -156,6 +159,8 @@ def main(argv=None) -> None:
                 check_share(getattr(args, name), "--" + name.replace("_", "-"))
     except ValueError as e:
         p.error(str(e))
+    if not 0 <= args.word_drop <= 1:
+        p.error(f"--word-drop must lie between 0 and 1, not {args.word_drop}")
     if not 0 <= args.ema_decay < 1:
         p.error(f"--ema-decay must be at least 0 and below 1, not {args.ema_decay}")
     torch.set_num_threads(args.threads)

@@ -42,9 +42,32 @@ def scene_from_json(d: dict) -> Scene:
     return Scene(d["background"], objs)
 
 
-def training_captions(scenes: list[Scene], rng: np.random.Generator, drop: float = CAPTION_DROP) -> list[str]:
-    """Captions for a batch: each optional part dropped with probability `drop`, some left empty."""
-    return ["" if rng.random() < UNCONDITIONAL_P else caption(s, rng, drop=drop) for s in scenes]
+def training_captions(scenes: list[Scene], rng: np.random.Generator, drop: float = CAPTION_DROP,
+                      word_drop: float = 0.0, word_rng: np.random.Generator | None = None) -> list[str]:
+    """Captions for a batch: each optional part dropped with probability `drop`, some left empty.
+    With `word_drop`, each object's colour word and shape word are also left out, each with that
+    probability, drawn from `word_rng` (so that the captions are otherwise those drawn without it)."""
+    captions = ["" if rng.random() < UNCONDITIONAL_P else caption(s, rng, drop=drop) for s in scenes]
+    if word_drop <= 0:
+        return captions
+    if word_rng is None:
+        raise ValueError("word_drop needs word_rng")
+    return [drop_object_words(c, s, word_rng, word_drop) if c else c for c, s in zip(captions, scenes)]
+
+
+def drop_object_words(text: str, scene: Scene, rng: np.random.Generator, p: float) -> str:
+    """The caption with each object's colour word and shape word left out, each with probability
+    p: "a red star and a blue circle" may become "a star and a blue". Practice at reading a
+    colour without its usual shapes, and a shape without its usual colours, for prompts that pair
+    them in ways never seen."""
+    parts = text.split(" and ")  # one part an object, in the scene's order (caption())
+    for i, obj in enumerate(scene.objects):
+        words = parts[i].split()
+        j = next(k for k in range(len(words) - 1) if words[k : k + 2] == [obj.color, obj.shape])
+        keep_color, keep_shape = rng.random() >= p, rng.random() >= p
+        words[j : j + 2] = [obj.color] * keep_color + [obj.shape] * keep_shape
+        parts[i] = " ".join(words)
+    return " and ".join(parts)
 
 
 if __name__ == "__main__":
