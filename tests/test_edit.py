@@ -208,6 +208,7 @@ def test_evaluation_cases_change_one_attribute():
     assert {changed_attribute(s, n) for _, s, n in edit_cases(5, attributes=("colour",))} == {"colour"}
     assert changed_attribute("a red circle on a blue background", "a red circle on a green background") == "background"
     assert changed_attribute("a small red circle", "a small blue circle") == "colour"
+    assert [c[1:] for c in edit_cases(6, seed=8)] != [c[1:] for c in cases[:6]]  # the validation cases are others
 
 
 # ----------------------------------------------------------------------------- the samplers
@@ -437,3 +438,6 @@ def test_evaluate_edits_reports_each_setting(tiny_assets, tmp_path):
     assert report["autoregressive keep 8 rows"]["kept_tokens_exact"] == 1.0  # kept tokens are copied, whatever the model
     assert report["baseline_unedited_passes"] == 0.0  # a one-word change is not in the old picture
     assert len(list((tmp_path / "examples").glob("*.png"))) == 6  # before|after strips, both paradigms
+    evaluate_edits.main(["--assets", str(tiny_assets), "--cases", "2", "--strengths", "0.5", "--keep-rows",
+                         "--case-seed", "8", "--steps", "4", "--out", str(out), "--examples", str(tmp_path / "ex"), "--threads", "1"])
+    assert set(json.loads(out.read_text())) & {"diffusion strength 0.5", "autoregressive keep 8 rows"} == {"diffusion strength 0.5"}
