@@ -81,8 +81,15 @@ def step_in_batch(model, requests, join_at=2, first=2, stop=None):
     return [frames[i] for i in range(len(requests))], sizes
 
 
+def assert_same_picture(a: np.ndarray, b: np.ndarray) -> None:
+    """The same picture up to float rounding: a batched UNet call sums in another order than a
+    solo one, which can move a pixel by one level (the shipped weights: 1 pixel of 4,096)."""
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), int((diff > 0).sum()))
+
+
 def assert_same_frames(batched, solo):
-    """The frames' bookkeeping is a solo run's; the final picture is exactly the solo one."""
+    """The frames' bookkeeping is a solo run's; the final picture is the solo one."""
     assert len(batched) == len(solo)
     for b, s in zip(batched, solo):
         assert (b.step, b.total, b.timestep, b.network_evaluations, b.skipped, b.regional_prompts) == (
@@ -90,7 +97,8 @@ def assert_same_frames(batched, solo):
         assert (b.unknown_words, b.unconditional) == (s.unknown_words, s.unconditional)
         assert (b.region is None) == (s.region is None)
         assert torch.allclose(b.latents, s.latents, atol=1e-3) and torch.allclose(b.pred_x0, s.pred_x0, atol=1e-3)
-    assert batched[-1].done and np.array_equal(batched[-1].image(), solo[-1].image())
+    assert batched[-1].done
+    assert_same_picture(batched[-1].image(), solo[-1].image())
 
 
 def check_batched_against_solo(model):
@@ -101,7 +109,7 @@ def check_batched_against_solo(model):
     for (prompt, kwargs), batched in zip(REQUESTS, frames):
         solo = list(diffusion_progressive(model, prompt, **kwargs))
         assert_same_frames(batched, solo)
-        assert np.array_equal(batched[-1].image(), diffusion_sample(model, prompt, **kwargs).image())
+        assert_same_picture(batched[-1].image(), diffusion_sample(model, prompt, **kwargs).image())
     return frames
 
 

@@ -62,7 +62,8 @@ SHIPPED = Recipe(
         ("diffusion", (
             Run("diffusion", ("--stage", "diffusion", "--diffusion-coordinates", "1", "--diffusion-prompt-order", "place_first",
                               "--diffusion-grounding", "0.1", "--two-object-share", "0.75", "--star-share", "0.3",
-                              "--diffusion-lr", "2e-3", "--diffusion-optimizer", "muon", "--diffusion-steps", "4400")),  # 127 min at one thread
+                              "--diffusion-lr", "2e-3", "--diffusion-optimizer", "muon", "--diffusion-steps", "4400",
+                              "--ema-decay", "0.999")),  # 106-127 min at one thread; the weights' average ships (seen 90.5 -> 94.5 %, edits 82 -> 89 %)
         )),
         ("autoregressive", (
             Run("autoregressive", ("--stage", "autoregressive", "--two-object-share", "0.75", "--star-share", "0.25",
