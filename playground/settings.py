@@ -47,7 +47,7 @@ class GenerationSettings:
     scheduler: str = "ddim"
     # guidance 4.0: the best adherence and edits of the values tried, at no extra cost (the
     # 2026-12-03 diffusion weights: held-out prompts 86.0 % against 85.0 % at 3.0, edits 82 %
-    # against 79 %; guidance 6 or 8 did not lift edits on validation cases)
+    # against 79 %; on other cases guidance 6 and 8 gave 82 and 79 % against 79 %)
     guidance_scale: float = 4.0
     # autoregressive. Temperature 0.6 with guidance 1.5: the best adherence of the values tried
     # (lower temperatures draw two-object prompts worse)

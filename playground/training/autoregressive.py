@@ -42,9 +42,10 @@ def train_autoregressive(args) -> None:
     lm.train()
 
     def step_fn(step: int) -> float:
-        rng, _ = step_rngs(draw_seed(args) + 3, step)
+        seed = draw_seed(args) + 3
+        rng, _ = step_rngs(seed, step)
         idx = draw(rng, args.ar_batch)
-        ids = torch.tensor([pe(c, order=args.ar_prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop, word_drop=args.word_drop, word_rng=word_rng(args, 3, step))])  # (B, P)
+        ids = torch.tensor([pe(c, order=args.ar_prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop, word_drop=args.word_drop, word_rng=word_rng(seed, step))])  # (B, P)
         input_ids, labels = training_sequences(ids, codes[idx], lm.config)  # (B, T)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(args.ar_bf16)):
             if objects is None:

@@ -41,10 +41,10 @@ def step_rngs(seed: int, step: int) -> tuple[np.random.Generator, torch.Generato
     return np.random.default_rng((seed, step)), torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def word_rng(args, offset: int, step: int) -> np.random.Generator:
-    """The stream of a step's left-out caption words (--word-drop), apart from the step's other
-    draws: a run with word dropout trains on the same batches and captions as one without."""
-    return np.random.default_rng((draw_seed(args) + offset, step, 1))
+def word_rng(seed: int, step: int) -> np.random.Generator:
+    """The stream of a step's left-out caption words (--word-drop), beside `step_rngs(seed, step)`
+    and apart from it: a run with word dropout trains on the same batches and captions as one without."""
+    return np.random.default_rng((seed, step, 1))
 
 
 def draw_seed(args) -> int:

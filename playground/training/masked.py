@@ -35,9 +35,10 @@ def train_masked(args) -> None:
     k, offset = cfg.codebook_size, cfg.image_token_offset
 
     def step_fn(step: int) -> float:
-        rng, gen = step_rngs(draw_seed(args) + 5, step)
+        seed = draw_seed(args) + 5
+        rng, gen = step_rngs(seed, step)
         idx = draw(rng, args.masked_batch)
-        ids = torch.tensor([pe(c, order=cfg.prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop, word_drop=args.word_drop, word_rng=word_rng(args, 5, step))])  # (B, P)
+        ids = torch.tensor([pe(c, order=cfg.prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop, word_drop=args.word_drop, word_rng=word_rng(seed, step))])  # (B, P)
         target = codes[idx].long()  # (B, N)
         mask = training_mask(len(idx), target.shape[1], gen)  # (B, N)
         inputs = masked_inputs(ids, target, mask, cfg)  # (B, P + N)
