@@ -378,7 +378,7 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     monkeypatch.chdir(tmp_path)  # data/, runs/ and assets/ are relative to the working folder
     tiny = ["--device", "cpu", "--threads", "1", "--dataset-size", "48", "--test-size", "16", "--ae-steps", "2", "--ae-batch", "4",
             "--decoder-steps", "2", "--decoder-batch", "4", "--diffusion-steps", "2", "--diffusion-batch", "4",
-            "--ar-steps", "2", "--ar-batch", "2", "--ae-channels", "8", "16", "16", "--ae-attention", "0", "--ae-background-weight", "1", "--diffusion-object-weight", "3", "--ar-object-weight", "3", "--caption-drop", "0.1"]
+            "--ar-steps", "2", "--ar-batch", "2", "--ae-channels", "8", "16", "16", "--ae-codes", "64", "--ae-attention", "0", "--ae-background-weight", "1", "--diffusion-object-weight", "3", "--ar-object-weight", "3", "--caption-drop", "0.1"]
     # (as the autoregressive model was first trained; the generators ship their weights' moving average,
     # and the token models read captions with colour and shape words left out)
     train.main(tiny + ["--stage", "all", "--ar-prompt-order", "as_written", "--ema-decay", "0.5", "--word-drop", "0.5"])
@@ -391,6 +391,8 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     train.main(tiny + ["--stage", "masked", "--masked-steps", "2", "--masked-batch", "2", "--word-drop", "0.5"])  # the any-order model, on the same codes
     assert torch.load(tmp_path / "runs" / "masked" / "checkpoint.pt", weights_only=True)["step"] == 2
     engine = load_engine(tmp_path / "assets")
+    # a 64-code autoencoder: the token models' image vocabulary follows it
+    assert engine.autoregressive.autoencoder.vq.config.num_vq_embeddings == 64 == engine.autoregressive.transformer.config.codebook_size
     frames = list(engine.autoregressive_progressive("a red circle", order="confidence", num_inference_steps=2))
     assert engine.masked.transformer.config.model_type == "bert" and frames[-1].done and frames[-1].image().shape == (64, 64, 3)
     frame = None

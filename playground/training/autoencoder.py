@@ -56,7 +56,8 @@ def train_autoencoder(args) -> None:
 
         vq = VQModel.from_pretrained(args.ae_init)
     else:
-        vq = build_autoencoder(AutoencoderConfig(block_out_channels=tuple(args.ae_channels), mid_block_add_attention=bool(args.ae_attention)))
+        vq = build_autoencoder(AutoencoderConfig(block_out_channels=tuple(args.ae_channels), num_vq_embeddings=args.ae_codes,
+                                                 mid_block_add_attention=bool(args.ae_attention)))
     dev = pick_device(args.device)
     vq.to(dev)
     # Muon (--ae-optimizer muon): the kernels but AUTOENCODER_MUON_EXCLUDES; the codebook, which

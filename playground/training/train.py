@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ae-lr", type=float, default=2e-3)
     p.add_argument("--ae-channels", type=int, nargs="+", default=list(AutoencoderConfig.block_out_channels),
                    help="block_out_channels of a new autoencoder (three blocks: a 16x16 grid)")
+    p.add_argument("--ae-codes", type=int, default=AutoencoderConfig.num_vq_embeddings,
+                   help="codebook size of a new autoencoder (the autoregressive model's image vocabulary)")
     p.add_argument("--ae-attention", type=int, default=int(AutoencoderConfig.mid_block_add_attention),
                    help="1: attention in the middle block (every code sees the whole picture)")
     p.add_argument("--ae-background-weight", type=float, default=1.0,
