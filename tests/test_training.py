@@ -392,7 +392,8 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     assert torch.load(tmp_path / "runs" / "masked" / "checkpoint.pt", weights_only=True)["step"] == 2
     engine = load_engine(tmp_path / "assets")
     # a 64-code autoencoder: the token models' image vocabulary follows it
-    assert engine.autoregressive.autoencoder.vq.config.num_vq_embeddings == 64 == engine.autoregressive.transformer.config.codebook_size
+    codebook = engine.autoregressive.autoencoder.vq.config.num_vq_embeddings
+    assert codebook == 64 == engine.autoregressive.transformer.config.codebook_size == engine.masked.transformer.config.codebook_size
     frames = list(engine.autoregressive_progressive("a red circle", order="confidence", num_inference_steps=2))
     assert engine.masked.transformer.config.model_type == "bert" and frames[-1].done and frames[-1].image().shape == (64, 64, 3)
     frame = None
