@@ -229,12 +229,15 @@ def test_word_drop_leaves_out_colour_and_shape_words_and_nothing_else():
         training_captions(scenes, np.random.default_rng(7), word_drop=0.3)
 
 
-def test_train_rejects_a_word_drop_outside_0_1(capsys):
+def test_train_rejects_out_of_range_word_drop_and_codebook_size(capsys):
     from playground.training import train
 
     with pytest.raises(SystemExit):
         train.main(["--stage", "autoregressive", "--word-drop", "1.5"])
     assert "--word-drop must lie between 0 and 1, not 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--stage", "autoencoder", "--ae-codes", "0"])
+    assert "--ae-codes must be at least 2, not 0" in capsys.readouterr().err
 
 
 def test_batch_sampler_uniform_or_with_a_share_of_two_object_scenes():

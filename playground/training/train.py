@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ae-channels", type=int, nargs="+", default=list(AutoencoderConfig.block_out_channels),
                    help="block_out_channels of a new autoencoder (three blocks: a 16x16 grid)")
     p.add_argument("--ae-codes", type=int, default=AutoencoderConfig.num_vq_embeddings,
-                   help="codebook size of a new autoencoder (the autoregressive model's image vocabulary)")
+                   help="codebook size of a new autoencoder (the token models' image vocabulary; ignored with --ae-init)")
     p.add_argument("--ae-attention", type=int, default=int(AutoencoderConfig.mid_block_add_attention),
                    help="1: attention in the middle block (every code sees the whole picture)")
     p.add_argument("--ae-background-weight", type=float, default=1.0,
@@ -161,6 +161,8 @@ def main(argv=None) -> None:
                 check_share(getattr(args, name), "--" + name.replace("_", "-"))
     except ValueError as e:
         p.error(str(e))
+    if args.ae_codes < 2:
+        p.error(f"--ae-codes must be at least 2, not {args.ae_codes}")
     if not 0 <= args.word_drop <= 1:
         p.error(f"--word-drop must lie between 0 and 1, not {args.word_drop}")
     if not 0 <= args.ema_decay < 1:
