@@ -198,6 +198,13 @@ def load_engine(folder: str | Path | None = None, diffusion_model=None, autoregr
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True).eval()
     text_encoder = load_text_encoder(folder / "text_encoder").eval()
     transformer = AutoModelForCausalLM.from_pretrained(folder / "transformer", use_safetensors=True).eval()
+    written = transformer.config.codebook_size  # the samplers read it too
+    if written != autoencoder.codebook_size:  # its codes would index another codebook: wrong pictures or an index error
+        raise ModelNotFoundError(
+            f"the autoregressive model in {folder / 'transformer'} writes {written} codes, but the autoencoder in "
+            f"{folder / 'vqvae'} has {autoencoder.codebook_size}: they come from different trainings; restore "
+            "assets/ from git or train the autoregressive model again on this autoencoder (`--stage autoregressive`)"
+        )
     from diffusers import DDPMScheduler
 
     scheduler_config = DDPMScheduler.load_config(folder / "scheduler")
@@ -207,8 +214,15 @@ def load_engine(folder: str | Path | None = None, diffusion_model=None, autoregr
         folder=folder,
     )
     if (folder / MASKED_FOLDER).exists():  # optional: the raster model alone is a complete playground
-        engine.masked = MaskedModel(AutoModelForMaskedLM.from_pretrained(folder / MASKED_FOLDER, use_safetensors=True).eval(),
-                                    prompt_encoder, autoencoder)
+        masked = AutoModelForMaskedLM.from_pretrained(folder / MASKED_FOLDER, use_safetensors=True).eval()
+        if masked.config.codebook_size == autoencoder.codebook_size:
+            engine.masked = MaskedModel(masked, prompt_encoder, autoencoder)
+        else:
+            engine.problems.append(
+                f"the any-order model in {folder / MASKED_FOLDER} writes {masked.config.codebook_size} codes, but the autoencoder "
+                f"has {autoencoder.codebook_size}: left out (random and confidence-first orders are off) until it is "
+                "trained again on this autoencoder (`--stage masked`)")
+            log.warning("%s", engine.problems[-1])
     preview_vae = preview_vae or os.environ.get("PLAYGROUND_PREVIEW_VAE") or None
     for kind, given in (("diffusion", diffusion_model), ("autoregressive", autoregressive_model)):
         for model_id in configured_models(kind, given):

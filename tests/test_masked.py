@@ -141,3 +141,41 @@ def test_any_order_needs_the_embedded_model(tiny_engine):
     del bare.hub["autoregressive"]["tiny/janus"]
     with pytest.raises(ModelNotFoundError, match="--stage masked"):
         bare.autoregressive_progressive("a red circle", order="confidence")
+
+
+def _tiny_assets_with(folder, tiny_assets, part: str, codebook_size: int):
+    """A copy of the tiny assets whose `part` (vqvae or masked) has another codebook size."""
+    import shutil
+
+    from playground.autoencoder.model import AutoencoderConfig, build_autoencoder
+    from playground.autoregressive.masked_model import build_masked_transformer
+    from playground.autoregressive.model import AutoregressiveConfig
+    from playground.world.text import PromptEncoder
+
+    shutil.copytree(tiny_assets, folder)
+    shutil.rmtree(folder / part)
+    if part == "vqvae":
+        build_autoencoder(AutoencoderConfig(block_out_channels=(8, 8, 8), num_vq_embeddings=codebook_size,
+                                            norm_num_groups=4)).save_pretrained(folder / part)
+    else:
+        pe = PromptEncoder.from_pretrained(folder / "tokenizer")
+        acfg = AutoregressiveConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+        build_masked_transformer(acfg, pe.vocab_size, codebook_size, 16, pe.pad_id).save_pretrained(folder / part)
+    return folder
+
+
+def test_token_models_of_another_autoencoder_are_refused_with_a_message(tmp_path, tiny_assets):
+    from playground.engine import load_engine
+    from playground.errors import ModelNotFoundError
+
+    # the raster model is needed: a clear error, not wrong pictures or an index error mid-sampling
+    other_autoencoder = _tiny_assets_with(tmp_path / "ae", tiny_assets, "vqvae", 16)
+    with pytest.raises(ModelNotFoundError, match=r"writes 32 codes, but the autoencoder .* has 16"):
+        load_engine(other_autoencoder)
+
+    # the any-order model is optional: left out, with the reason among the engine's problems
+    engine = load_engine(_tiny_assets_with(tmp_path / "masked", tiny_assets, "masked", 64))
+    assert engine.masked is None
+    assert len(engine.problems) == 1 and "writes 64 codes, but the autoencoder has 32" in engine.problems[0]
+    with pytest.raises(ModelNotFoundError, match="--stage masked"):
+        engine.autoregressive_progressive("a red circle", order="confidence")
