@@ -1,6 +1,6 @@
 """The runs the shipped weights took, as data, and the runner behind `python -m playground.training.train`.
 
-    python -m playground.training.train                  # every run below, resumable; about 4 h 40 min on 2 cores
+    python -m playground.training.train                  # every run below, resumable; about 4 h 30 min on 2 cores
     python -m playground.training.train --device cuda    # the same runs on a GPU
 
 Each run is one `python -m playground.training.train` command with the options it was made with
@@ -48,26 +48,29 @@ class Recipe:
     chains: tuple[tuple[str, tuple[Run, ...]], ...]  # (name, runs): side by side
 
 
-# Every model from scratch with Muon: the autoencoder and both generators in under 3 h on 2 cores
+# Every model from scratch with Muon: the autoencoder and both generators in about 3 h on 2 cores
 # (the any-order model adds about 1 h 53 min), where the earlier recipe (an AdamW
 # autoencoder, four decoder fine-tunes, two diffusion runs) took about 7 h 20 min; its history is
 # in assets/EXPERIMENTS.md.
 SHIPPED = Recipe(
     prepare=(
-        # trained with Muon, its decoder needs no fine-tune
-        Run("autoencoder", ("--stage", "autoencoder", "--ae-optimizer", "muon", "--ae-steps", "1500")),  # 35.0 min on 2 threads
-        Run("encode-40000", ("--stage", "encode", "--dataset-size", "40000")),  # 4.8 min on 2 threads
+        # trained with Muon, its decoder needs no fine-tune; 256 codes, not 512: fewer codes an object's
+        # cells can take, so the token models draw held-out colour-shape pairs more often (61 -> 72 %)
+        Run("autoencoder", ("--stage", "autoencoder", "--ae-optimizer", "muon", "--ae-steps", "1500",
+                            "--ae-codes", "256")),  # 49.4 min on one thread beside another run (512 codes: 35.0 min on 2 threads)
+        Run("encode-40000", ("--stage", "encode", "--dataset-size", "40000")),  # 4.8 min on 2 threads, 7.2 on one
     ),
     chains=(
         ("diffusion", (
             Run("diffusion", ("--stage", "diffusion", "--diffusion-coordinates", "1", "--diffusion-prompt-order", "place_first",
                               "--diffusion-grounding", "0.1", "--two-object-share", "0.75", "--star-share", "0.3",
                               "--diffusion-lr", "2e-3", "--diffusion-optimizer", "muon", "--diffusion-steps", "4400",
-                              "--ema-decay", "0.999")),  # 106-127 min at one thread; the weights' average ships (seen 90.5 -> 94.5 %, edits 82 -> 89 %)
+                              "--ema-decay", "0.999")),  # about 120 min at one thread; the weights' average ships (on 512 codes: seen 90.5 -> 94.5 %, edits 82 -> 89 %)
         )),
         ("autoregressive", (
             Run("autoregressive", ("--stage", "autoregressive", "--two-object-share", "0.75", "--star-share", "0.25",
-                                   "--ar-steps", "6500", "--ar-lr", "2e-3", "--ar-optimizer", "muon")),  # 115 min at one thread
+                                   "--ar-steps", "6500", "--ar-lr", "2e-3", "--ar-optimizer", "muon",
+                                   "--ema-decay", "0.999")),  # 105.2 min at one thread; the weights' average ships
             # the any-order model (random and confidence-first orders), on the same codes
             Run("masked", ("--stage", "masked", "--two-object-share", "0.75", "--star-share", "0.25",
                            "--masked-steps", "4200", "--masked-lr", "2e-3", "--masked-optimizer", "muon")),
