@@ -234,7 +234,7 @@ def load_engine(folder: str | Path | None = None, diffusion_model=None, autoregr
     return engine
 
 
-def build_random_assets(folder: str | Path, seed: int = 0) -> Path:
+def build_random_assets(folder: str | Path, seed: int = 0, codebook_size: int = 32) -> Path:
     """Tiny, seeded, untrained models saved in the assets layout: for fast tests and demos of
     the machinery. Loaded with `load_engine(folder)` like the real ones."""
     from playground.autoencoder.model import AutoencoderConfig, build_autoencoder
@@ -247,7 +247,7 @@ def build_random_assets(folder: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     save_tokenizer(folder / "tokenizer")
     pe = PromptEncoder.from_pretrained(folder / "tokenizer")
-    vq = build_autoencoder(AutoencoderConfig(block_out_channels=(8, 8, 8), num_vq_embeddings=32, norm_num_groups=4))
+    vq = build_autoencoder(AutoencoderConfig(block_out_channels=(8, 8, 8), num_vq_embeddings=codebook_size, norm_num_groups=4))
     vq.save_pretrained(folder / "vqvae")
     dcfg = DiffusionConfig(block_out_channels=(16, 32), num_attention_heads=2, text_hidden_size=32, text_layers=1, text_heads=2)
     unet = build_unet(dcfg, latent_channels=4, grid=16)
@@ -255,6 +255,6 @@ def build_random_assets(folder: str | Path, seed: int = 0) -> Path:
     build_text_encoder(dcfg, pe.vocab_size, pe.pad_id, pe.bos_id).save_pretrained(folder / "text_encoder")
     build_train_scheduler(dcfg).save_pretrained(folder / "scheduler")
     acfg = AutoregressiveConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-    build_transformer(acfg, pe.vocab_size, 32, 16, pe.pad_id, pe.bos_id).save_pretrained(folder / "transformer")
-    build_masked_transformer(acfg, pe.vocab_size, 32, 16, pe.pad_id).save_pretrained(folder / MASKED_FOLDER)
+    build_transformer(acfg, pe.vocab_size, codebook_size, 16, pe.pad_id, pe.bos_id).save_pretrained(folder / "transformer")
+    build_masked_transformer(acfg, pe.vocab_size, codebook_size, 16, pe.pad_id).save_pretrained(folder / MASKED_FOLDER)
     return folder

@@ -144,23 +144,15 @@ def test_any_order_needs_the_embedded_model(tiny_engine):
 
 
 def _tiny_assets_with(folder, tiny_assets, part: str, codebook_size: int):
-    """A copy of the tiny assets whose `part` (vqvae or masked) has another codebook size."""
+    """A copy of the tiny assets whose `part` (vqvae or masked) comes from tiny assets of another codebook size."""
     import shutil
 
-    from playground.autoencoder.model import AutoencoderConfig, build_autoencoder
-    from playground.autoregressive.masked_model import build_masked_transformer
-    from playground.autoregressive.model import AutoregressiveConfig
-    from playground.world.text import PromptEncoder
+    from playground.engine import build_random_assets
 
+    other = build_random_assets(folder.with_name(folder.name + "-other"), codebook_size=codebook_size)
     shutil.copytree(tiny_assets, folder)
     shutil.rmtree(folder / part)
-    if part == "vqvae":
-        build_autoencoder(AutoencoderConfig(block_out_channels=(8, 8, 8), num_vq_embeddings=codebook_size,
-                                            norm_num_groups=4)).save_pretrained(folder / part)
-    else:
-        pe = PromptEncoder.from_pretrained(folder / "tokenizer")
-        acfg = AutoregressiveConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-        build_masked_transformer(acfg, pe.vocab_size, codebook_size, 16, pe.pad_id).save_pretrained(folder / part)
+    shutil.copytree(other / part, folder / part)
     return folder
 
 

@@ -48,8 +48,8 @@ class Recipe:
     chains: tuple[tuple[str, tuple[Run, ...]], ...]  # (name, runs): side by side
 
 
-# Every model from scratch with Muon: the autoencoder and both generators in about 3 h on 2 cores
-# (the any-order model adds about 1 h 53 min), where the earlier recipe (an AdamW
+# Every model from scratch with Muon: the autoencoder and both generators in about 2 h 40 min on 2 cores
+# (the any-order model adds about 1 h 50 min), where the earlier recipe (an AdamW
 # autoencoder, four decoder fine-tunes, two diffusion runs) took about 7 h 20 min; its history is
 # in assets/EXPERIMENTS.md.
 SHIPPED = Recipe(
