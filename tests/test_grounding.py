@@ -132,3 +132,18 @@ def test_grounding_loss_moves_the_attention_onto_the_object(tiny_engine):
         loss.backward()
         opt.step()
     assert losses[-1] < losses[0] - 0.2, losses
+
+
+def test_cell_attributes_name_each_object_cell_by_its_shape_and_colour():
+    from playground.training.autoregressive import cell_attributes
+    from playground.world.vocabulary import COLORS, SHAPES
+
+    scene = Scene("white", (SceneObject("red", "circle", "large", "left"), SceneObject("blue", "star", "small", "right")))
+    masks = object_masks(scene, 16)  # (2, 16, 16)
+    shape, colour = cell_attributes(scene, masks)  # (256,), (256,)
+    assert shape.shape == colour.shape == (256,)
+    left, right = masks[0].flatten() > 0, masks[1].flatten() > 0
+    assert (shape[left] == 1 + SHAPES.index("circle")).all() and (colour[left] == 1 + COLORS.index("red")).all()
+    assert (shape[right] == 1 + SHAPES.index("star")).all() and (colour[right] == 1 + COLORS.index("blue")).all()
+    background = ~(left | right)
+    assert background.any() and (shape[background] == 0).all() and (colour[background] == 0).all()

@@ -418,8 +418,11 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     train.main(tiny + ["--stage", "diffusion", "--diffusion-init", str(tmp_path / "init"), "--diffusion-steps", "1", "--text-encoder", "siglip",
                        "--diffusion-prompt-order", "place_first", "--diffusion-coordinates", "1", "--diffusion-grounding", "0.1", "--diffusion-reading", "0.1",
                        "--diffusion-optimizer", "muon"])
+    # (with the losses that read where each object is: grounding on its attention, shape and colour probes)
     train.main(tiny + ["--stage", "autoregressive", "--ar-init", str(tmp_path / "init" / "transformer"), "--ar-steps", "1",
-                       "--two-object-share", "0.75", "--ar-optimizer", "muon"])
+                       "--two-object-share", "0.75", "--ar-optimizer", "muon", "--ar-grounding", "0.1", "--ar-attributes", "0.5"])
+    probes = torch.load(tmp_path / "runs" / "autoregressive" / "checkpoint.pt", weights_only=True)["modules"]["probes"]
+    assert probes["shape.weight"].shape[0] == 6 and probes["colour.weight"].shape[0] == 9  # none + 5 shapes, none + 8 colours
     tuned = load_engine(tmp_path / "assets")
     assert tuned.diffusion.text_encoder.config.model_type == "siglip_text_model"
     assert tuned.diffusion.text_encoder.config.prompt_order == "place_first"

@@ -1,5 +1,14 @@
 """Training the autoregressive model (`--stage autoregressive`): a GPT-2 over each prompt's tokens
-and the encoded training set's codes. Weights go to assets/transformer."""
+and the encoded training set's codes. Weights go to assets/transformer.
+
+Two optional losses read where each object is (the renderer knows, grounding.object_masks):
+- `--ar-grounding W`: token grounding on the GPT-2's attention, as for diffusion
+  (grounding.grounding_loss): the attention the image positions pay each object's colour and
+  shape word should come from the positions that write that object's cells;
+- `--ar-attributes W`: two linear probes on the last hidden state of each position, trained to
+  name the shape and the colour of the object in the cell it writes next (or none), so that the
+  state carries shape and colour apart. The probes are not part of the saved model.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +18,37 @@ import torch.nn.functional as F
 from playground.autoregressive.model import AutoregressiveConfig, build_transformer, grow_depth, training_sequences
 from playground.training import loop
 from playground.training.encode import dataset_object_cells, load_encoded, save_tokenizer_asset
+from playground.training.grounding import grounding_loss, object_masks, object_token_positions
 from playground.training.loop import Checkpointer, batch_sampler, draw_seed, optimise, pick_device, run_loop, step_rngs, word_rng
 from playground.training.optim import build_optimizer
 from playground.world.data import training_captions
+from playground.world.shapes import Scene
+from playground.world.vocabulary import COLORS, SHAPES
+
+
+class AttributeProbes(torch.nn.Module):
+    """Linear read-outs of a hidden state: the shape (none + SHAPES) and the colour (none +
+    COLORS) of the object in the cell a position writes next."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.shape = torch.nn.Linear(hidden_size, 1 + len(SHAPES))
+        self.colour = torch.nn.Linear(hidden_size, 1 + len(COLORS))
+
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.shape(hidden), self.colour(hidden)  # (..., 6), (..., 9)
+
+
+def cell_attributes(scene: Scene, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each latent cell's object shape and colour as class indices (0: no object), from the
+    scene's object masks (n_objects, g, g) -> (g*g,), (g*g,)."""
+    shape = torch.zeros(masks[0].numel(), dtype=torch.long)
+    colour = torch.zeros_like(shape)
+    for obj, mask in zip(scene.objects, masks):
+        here = mask.flatten() > 0.5  # (g*g,)
+        shape[here] = 1 + SHAPES.index(obj.shape)
+        colour[here] = 1 + COLORS.index(obj.color)
+    return shape, colour
 
 
 def train_autoregressive(args) -> None:
@@ -36,9 +73,15 @@ def train_autoregressive(args) -> None:
         lm.set_attn_implementation("eager")
     lm.to(dev)
     # Muon: the blocks' matrices (not the embeddings, which the output layer shares).
-    opt = build_optimizer(lm.named_parameters(), args.ar_optimizer, args.ar_lr, muon_excludes=("wte", "wpe"))
-    ckpt = Checkpointer("autoregressive", {"transformer": lm}, opt, args.checkpoints, args.ema_decay)
+    modules = {"transformer": lm}
+    if args.ar_attributes:
+        modules["probes"] = AttributeProbes(lm.config.n_embd).to(dev)
+    named = [(f"{k}.{n}", p) for k, m in modules.items() for n, p in m.named_parameters()]
+    opt = build_optimizer(named, args.ar_optimizer, args.ar_lr, muon_excludes=("wte", "wpe", "probes."))
+    ckpt = Checkpointer("autoregressive", modules, opt, args.checkpoints, args.ema_decay)
     draw = batch_sampler(scenes, args.two_object_share, args.star_share)
+    words = {i: w for w, i in pe.vocab.items()}
+    masks: dict[int, torch.Tensor] = {}  # scene index -> its objects' cells (n_objects, g, g)
     lm.train()
 
     def step_fn(step: int) -> float:
@@ -47,15 +90,36 @@ def train_autoregressive(args) -> None:
         idx = draw(rng, args.ar_batch)
         ids = torch.tensor([pe(c, order=args.ar_prompt_order).input_ids for c in training_captions([scenes[i] for i in idx], rng, drop=args.caption_drop, word_drop=args.word_drop, word_rng=word_rng(seed, step))])  # (B, P)
         input_ids, labels = training_sequences(ids, codes[idx], lm.config)  # (B, T)
+        n_prompt, n_codes = ids.shape[1], codes.shape[1]
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(args.ar_bf16)):
+            out = lm(input_ids=input_ids.to(dev), labels=None if objects is not None else labels.to(dev),
+                     output_attentions=bool(args.ar_grounding), output_hidden_states=bool(args.ar_attributes))
             if objects is None:
-                loss = lm(input_ids=input_ids.to(dev), labels=labels.to(dev)).loss
+                loss = out.loss
             else:
-                logits = lm(input_ids=input_ids.to(dev)).logits[:, -codes.shape[1] - 1 : -1].float()  # (B, N, V) predicting each code
-                ce = F.cross_entropy(logits.transpose(1, 2), labels[:, -codes.shape[1] :].to(dev), reduction="none")  # (B, N)
+                logits = out.logits[:, -n_codes - 1 : -1].float()  # (B, N, V) the positions that write each code
+                ce = F.cross_entropy(logits.transpose(1, 2), labels[:, -n_codes:].to(dev), reduction="none")  # (B, N)
                 weight = (1 + args.ar_object_weight * objects[idx]).to(dev)  # (B, N)
                 loss = (weight * ce).sum() / weight.sum()
-        return optimise(loss, lm.parameters(), opt)
+            if args.ar_grounding or args.ar_attributes:
+                for i in idx:
+                    if i not in masks:
+                        masks[i] = object_masks(scenes[i], grid)  # (n_objects, g, g)
+                conditional = [b for b, row in enumerate(ids) if int(row[-1]) != pe.bos_id]  # an empty prompt ends in BOS
+            if args.ar_grounding:
+                # (B, heads, N, P): how much each position that writes a code reads each prompt token
+                maps = [a[:, :, n_prompt : n_prompt + n_codes, :n_prompt].float() for a in out.attentions]
+                positions = [object_token_positions([words[int(t)] for t in row]) if b in conditional else [] for b, row in enumerate(ids)]
+                loss = loss + args.ar_grounding * grounding_loss(maps, positions, [masks[i].to(dev) for i in idx])
+            if args.ar_attributes and conditional:
+                hidden = out.hidden_states[-1][conditional, n_prompt : n_prompt + n_codes].float()  # (B', N, C)
+                shape_logits, colour_logits = modules["probes"](hidden)  # (B', N, 6), (B', N, 9)
+                targets = [cell_attributes(scenes[idx[b]], masks[idx[b]]) for b in conditional]
+                shape_t = torch.stack([t[0] for t in targets]).to(dev)  # (B', N)
+                colour_t = torch.stack([t[1] for t in targets]).to(dev)  # (B', N)
+                loss = loss + args.ar_attributes * (F.cross_entropy(shape_logits.transpose(1, 2), shape_t)
+                                                    + F.cross_entropy(colour_logits.transpose(1, 2), colour_t))
+        return optimise(loss, [w for _, w in named], opt)
 
     run_loop("autoregressive", ckpt, args.ar_steps, args.ar_lr, step_fn, stop_at=args.stop_at)
     ckpt.final("transformer").to("cpu").save_pretrained(loop.ASSETS / "transformer")

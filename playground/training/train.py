@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="transformer depth; with --ar-init, a shallower saved model is grown to it by identity blocks")
     p.add_argument("--ar-object-weight", type=float, default=0.0,
                    help="extra loss weight on the codes of cells that an object touches (0: plain cross-entropy)")
+    p.add_argument("--ar-grounding", type=float, default=0.0,
+                   help="weight of token grounding on the transformer's attention: each object's colour and shape word read by the positions that write the object (training/autoregressive.py; 0: off)")
+    p.add_argument("--ar-attributes", type=float, default=0.0,
+                   help="weight of the probes that name, from each position's last hidden state, the shape and colour of the object it writes next (training/autoregressive.py; 0: off)")
     p.add_argument("--ar-optimizer", choices=["adamw", "muon"], default="adamw",
                    help="muon: Muon for the blocks' weight matrices, AdamW for the rest (optim.py)")
     p.add_argument("--masked-steps", type=int, default=4000)
