@@ -86,6 +86,11 @@ def test_checkpointer_save_resume_round_trip(tmp_runs):
     l2 = one_step(model2, opt2)
     assert l1 == l2
 
+    # A run with a module the checkpoint lacks (new options on an old run) stops with a message.
+    model3, opt3 = tiny_model(2)
+    with pytest.raises(SystemExit, match="has no probes"):
+        loop.Checkpointer("stage", {"net": model3, "probes": torch.nn.Linear(2, 2)}, opt3).resume()
+
 
 def recording_step(model, opt, seen: list):
     """A step_fn for run_loop that trains `model` and records (step, learning rate) in `seen`."""

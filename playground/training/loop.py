@@ -133,6 +133,9 @@ class Checkpointer:
         if self.path.is_file():
             state = torch.load(self.path, map_location="cpu", weights_only=True)  # our own file; the safe loader anyway
             for name, m in self.modules.items():
+                if name not in state["modules"]:  # e.g. --ar-attributes added to a run made without it
+                    raise SystemExit(f"error: {self.path} has no {name} (it was made with other options); "
+                                     "move it away to start this run afresh")
                 m.load_state_dict(state["modules"][name])
             self.optimizer.load_state_dict(state["optimizer"])
             self.step, self.losses = state["step"], list(state["losses"])
