@@ -135,7 +135,7 @@ def test_grounding_loss_moves_the_attention_onto_the_object(tiny_engine):
 
 
 def test_cell_attributes_name_each_object_cell_by_its_shape_and_colour():
-    from playground.training.autoregressive import cell_attributes
+    from playground.training.grounding import cell_attributes
     from playground.world.vocabulary import COLORS, SHAPES
 
     scene = Scene("white", (SceneObject("red", "circle", "large", "left"), SceneObject("blue", "star", "small", "right")))

@@ -18,37 +18,10 @@ import torch.nn.functional as F
 from playground.autoregressive.model import AutoregressiveConfig, build_transformer, grow_depth, training_sequences
 from playground.training import loop
 from playground.training.encode import dataset_object_cells, load_encoded, save_tokenizer_asset
-from playground.training.grounding import grounding_loss, object_masks, object_token_positions
+from playground.training.grounding import AttributeProbes, cell_attributes, grounding_loss, object_masks, object_token_positions
 from playground.training.loop import Checkpointer, batch_sampler, draw_seed, optimise, pick_device, run_loop, step_rngs, word_rng
 from playground.training.optim import build_optimizer
 from playground.world.data import training_captions
-from playground.world.shapes import Scene
-from playground.world.vocabulary import COLORS, SHAPES
-
-
-class AttributeProbes(torch.nn.Module):
-    """Linear read-outs of a hidden state: the shape (none + SHAPES) and the colour (none +
-    COLORS) of the object in the cell a position writes next."""
-
-    def __init__(self, hidden_size: int):
-        super().__init__()
-        self.shape = torch.nn.Linear(hidden_size, 1 + len(SHAPES))
-        self.colour = torch.nn.Linear(hidden_size, 1 + len(COLORS))
-
-    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.shape(hidden), self.colour(hidden)  # (..., 6), (..., 9)
-
-
-def cell_attributes(scene: Scene, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each latent cell's object shape and colour as class indices (0: no object), from the
-    scene's object masks (n_objects, g, g) -> (g*g,), (g*g,)."""
-    shape = torch.zeros(masks[0].numel(), dtype=torch.long)
-    colour = torch.zeros_like(shape)
-    for obj, mask in zip(scene.objects, masks):
-        here = mask.flatten() > 0.5  # (g*g,)
-        shape[here] = 1 + SHAPES.index(obj.shape)
-        colour[here] = 1 + COLORS.index(obj.color)
-    return shape, colour
 
 
 def train_autoregressive(args) -> None:
@@ -82,6 +55,7 @@ def train_autoregressive(args) -> None:
     draw = batch_sampler(scenes, args.two_object_share, args.star_share)
     words = {i: w for w, i in pe.vocab.items()}
     masks: dict[int, torch.Tensor] = {}  # scene index -> its objects' cells (n_objects, g, g)
+    attributes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # scene index -> its cells' shape and colour (g*g,) each
     lm.train()
 
     def step_fn(step: int) -> float:
@@ -102,9 +76,10 @@ def train_autoregressive(args) -> None:
                 weight = (1 + args.ar_object_weight * objects[idx]).to(dev)  # (B, N)
                 loss = (weight * ce).sum() / weight.sum()
             if args.ar_grounding or args.ar_attributes:
-                for i in idx:
+                for i in idx:  # each scene's objects rendered alone, once
                     if i not in masks:
                         masks[i] = object_masks(scenes[i], grid)  # (n_objects, g, g)
+                        attributes[i] = cell_attributes(scenes[i], masks[i])
                 conditional = [b for b, row in enumerate(ids) if int(row[-1]) != pe.bos_id]  # an empty prompt ends in BOS
             if args.ar_grounding:
                 # (B, heads, N, P): how much each position that writes a code reads each prompt token
@@ -114,9 +89,8 @@ def train_autoregressive(args) -> None:
             if args.ar_attributes and conditional:
                 hidden = out.hidden_states[-1][conditional, n_prompt : n_prompt + n_codes].float()  # (B', N, C)
                 shape_logits, colour_logits = modules["probes"](hidden)  # (B', N, 6), (B', N, 9)
-                targets = [cell_attributes(scenes[idx[b]], masks[idx[b]]) for b in conditional]
-                shape_t = torch.stack([t[0] for t in targets]).to(dev)  # (B', N)
-                colour_t = torch.stack([t[1] for t in targets]).to(dev)  # (B', N)
+                shape_t = torch.stack([attributes[idx[b]][0] for b in conditional]).to(dev)  # (B', N)
+                colour_t = torch.stack([attributes[idx[b]][1] for b in conditional]).to(dev)  # (B', N)
                 loss = loss + args.ar_attributes * (F.cross_entropy(shape_logits.transpose(1, 2), shape_t)
                                                     + F.cross_entropy(colour_logits.transpose(1, 2), colour_t))
         return optimise(loss, [w for _, w in named], opt)

@@ -11,6 +11,8 @@ say where those words should be read (TokenCompose, Wang et al. 2024): for each 
 and shape word, the share of that word's attention that falls outside the object's cells is a
 loss (`grounding_loss`), added to the denoising loss with a weight (`train --diffusion-grounding`);
 `reading_loss` (`--diffusion-reading`) asks the object's cells to read those words.
+The same masks give each cell's shape and colour (`cell_attributes`), which `AttributeProbes`
+learn to read from a generator's hidden states.
 
 The shipped weights are trained from scratch with grounding 0.1, coordinate planes and
 place-first prompts (training/recipe.py): grounding works from the start of training, where
@@ -54,6 +56,33 @@ def object_masks(scene: Scene, grid: int) -> torch.Tensor:
     alone on its background (`autoencoder.object_cells`)."""
     alone = np.stack([render(Scene(scene.background, (obj,))) for obj in scene.objects])  # (n, H, W, 3)
     return object_cells(alone, grid)[:, 0]  # (n, g, g)
+
+
+class AttributeProbes(torch.nn.Module):
+    """Linear read-outs of a hidden state: the shape (none + SHAPES) and the colour (none +
+    COLORS) of the object in one cell (`cell_attributes`; for the autoregressive model, the cell
+    that a position writes next). Trained beside a generator so that its state carries shape
+    and colour apart (`train --ar-attributes`); never part of the saved model."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.shape = torch.nn.Linear(hidden_size, 1 + len(SHAPES))
+        self.colour = torch.nn.Linear(hidden_size, 1 + len(COLORS))
+
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.shape(hidden), self.colour(hidden)  # (..., 6), (..., 9)
+
+
+def cell_attributes(scene: Scene, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each latent cell's object shape and colour as class indices (0: no object), from the
+    scene's object masks (n_objects, g, g) -> (g*g,), (g*g,)."""
+    shape = torch.zeros(masks[0].numel(), dtype=torch.long)
+    colour = torch.zeros_like(shape)
+    for obj, mask in zip(scene.objects, masks):
+        here = mask.flatten() > 0.5  # (g*g,)
+        shape[here] = 1 + SHAPES.index(obj.shape)
+        colour[here] = 1 + COLORS.index(obj.color)
+    return shape, colour
 
 
 class AttentionRecorder:
