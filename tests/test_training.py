@@ -422,7 +422,9 @@ def test_every_stage_runs_end_to_end_and_the_engine_loads_the_result(tmp_path, m
     shutil.rmtree(tmp_path / "runs" / "autoregressive")
     train.main(tiny + ["--stage", "diffusion", "--diffusion-init", str(tmp_path / "init"), "--diffusion-steps", "1", "--text-encoder", "siglip",
                        "--diffusion-prompt-order", "place_first", "--diffusion-coordinates", "1", "--diffusion-grounding", "0.1", "--diffusion-reading", "0.1",
-                       "--diffusion-optimizer", "muon"])
+                       "--diffusion-optimizer", "muon", "--diffusion-attributes", "0.5"])
+    probes = torch.load(tmp_path / "runs" / "diffusion" / "checkpoint.pt", weights_only=True)["modules"]["probes"]
+    assert probes["shape.weight"].shape == (6, build_unet(DiffusionConfig(), 4, 16).conv_norm_out.num_channels)
     # (with the losses that read where each object is: grounding on its attention, shape and colour probes)
     train.main(tiny + ["--stage", "autoregressive", "--ar-init", str(tmp_path / "init" / "transformer"), "--ar-steps", "1",
                        "--two-object-share", "0.75", "--ar-optimizer", "muon", "--ar-grounding", "0.1", "--ar-attributes", "0.5"])

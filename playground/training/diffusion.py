@@ -1,5 +1,6 @@
 """Training the diffusion model (`--stage diffusion`): the UNet and its text encoder on the
-encoded training set's latents, with optional token grounding (grounding.py). Weights go to
+encoded training set's latents, with optional token grounding and shape and colour probes on
+the UNet's last features (grounding.py). Weights go to
 assets/unet, assets/text_encoder and assets/scheduler."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from playground.diffusion.model import (
     DiffusionConfig,
@@ -23,6 +25,8 @@ from playground.training import loop
 from playground.training.encode import dataset_object_cells, load_encoded, save_tokenizer_asset
 from playground.training.grounding import (
     AttentionRecorder,
+    AttributeProbes,
+    cell_attributes,
     grounding_loss,
     object_masks,
     object_token_positions,
@@ -60,15 +64,25 @@ def train_diffusion(args) -> None:
     dev = pick_device(args.device)
     unet.to(dev), text_encoder.to(dev)
     named = [*unet.named_parameters(prefix="unet"), *text_encoder.named_parameters(prefix="text")]
+    modules = {"unet": unet, "text_encoder": text_encoder}
+    # Shape and colour probes (grounding.AttributeProbes) on the features the UNet's output layer
+    # reads, (B, C, g, g): trained to name each cell's object, so those features keep shape and
+    # colour apart. They live in the checkpoint only; the saved UNet is the same network.
+    features: list[torch.Tensor] = []
+    if args.diffusion_attributes:
+        modules["probes"] = AttributeProbes(unet.conv_norm_out.num_channels).to(dev)
+        unet.conv_norm_out.register_forward_pre_hook(lambda module, inputs: features.append(inputs[0]))
+        named += [(f"probes.{n}", p) for n, p in modules["probes"].named_parameters()]
     params = [p for _, p in named]
-    # Muon: every matrix and kernel but the first and last layers and the text embeddings.
+    # Muon: every matrix and kernel but the first and last layers, the text embeddings and the probes.
     opt = build_optimizer(named, args.diffusion_optimizer, args.diffusion_lr, betas=(0.9, 0.999),
-                          muon_excludes=("unet.conv_in", "unet.conv_out", "embeddings"))
-    ckpt = Checkpointer("diffusion", {"unet": unet, "text_encoder": text_encoder}, opt, args.checkpoints, args.ema_decay)
+                          muon_excludes=("unet.conv_in", "unet.conv_out", "embeddings", "probes."))
+    ckpt = Checkpointer("diffusion", modules, opt, args.checkpoints, args.ema_decay)
     # Token grounding (grounding.py): each object's colour and shape word read where the object is.
     recorder = AttentionRecorder.attach(unet) if args.diffusion_grounding or args.diffusion_reading else None
     words = {i: w for w, i in pe.vocab.items()}
     masks: dict[int, torch.Tensor] = {}  # scene index -> its objects' cells
+    attributes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # scene index -> its cells' shape and colour (g*g,) each
     alphas = sched.alphas_cumprod.to(dev)
     unet.train(), text_encoder.train()
 
@@ -85,6 +99,7 @@ def train_diffusion(args) -> None:
         context, pooled = encode_text(text_encoder, unet, ids)  # (B, T, D), (B, D)
         if recorder is not None:
             recorder.clear()
+        features.clear()
         pred = unet(unet_input(unet, xt), t, encoder_hidden_states=context, class_labels=pooled).sample  # (B, C, g, g)
         if cfg.prediction_type == "v_prediction":  # every step, pure noise included
             err = (pred - sched.get_velocity(x0, noise, t)) ** 2  # (B, C, g, g)
@@ -102,6 +117,17 @@ def train_diffusion(args) -> None:
                 loss = loss + args.diffusion_grounding * grounding_loss(recorder.maps, positions, where)
             if args.diffusion_reading:
                 loss = loss + args.diffusion_reading * reading_loss(recorder.maps, positions, where)
+        conditional = [b for b, row in enumerate(ids) if int(row[-1]) != pe.bos_id]  # an empty prompt ends in BOS
+        if args.diffusion_attributes and conditional:
+            for i in idx:  # each scene's objects rendered alone, once
+                if i not in attributes:
+                    attributes[i] = cell_attributes(scenes[i], object_masks(scenes[i], x0.shape[2]))
+            hidden = features[-1][conditional].flatten(2).transpose(1, 2).float()  # (B', g*g, C)
+            shape_logits, colour_logits = modules["probes"](hidden)  # (B', g*g, 6), (B', g*g, 9)
+            shape_t = torch.stack([attributes[idx[b]][0] for b in conditional]).to(dev)  # (B', g*g)
+            colour_t = torch.stack([attributes[idx[b]][1] for b in conditional]).to(dev)  # (B', g*g)
+            loss = loss + args.diffusion_attributes * (F.cross_entropy(shape_logits.transpose(1, 2), shape_t)
+                                                       + F.cross_entropy(colour_logits.transpose(1, 2), colour_t))
         return optimise(loss, params, opt)
 
     run_loop("diffusion", ckpt, args.diffusion_steps, args.diffusion_lr, step_fn, stop_at=args.stop_at)

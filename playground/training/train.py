@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the token-grounding loss: each object's colour and shape word attended where the object is (grounding.py; 0: off)")
     p.add_argument("--diffusion-reading", type=float, default=0.0,
                    help="weight of the loss that asks an object's cells to read its colour and shape word (grounding.reading_loss; 0: off)")
+    p.add_argument("--diffusion-attributes", type=float, default=0.0,
+                   help="weight of the probes that name, from the features the UNet's output layer reads, the shape and colour of each cell's object (training/diffusion.py; 0: off)")
     p.add_argument("--diffusion-object-weight", type=float, default=3.0,
                    help="extra loss weight on latent cells that an object touches (0: plain MSE)")
     p.add_argument("--diffusion-optimizer", choices=["adamw", "muon"], default="adamw",
