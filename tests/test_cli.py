@@ -187,6 +187,41 @@ def test_benchmark_times_previews_in_this_thread_and_as_the_page_runs_the_sample
     assert re.search(r"KV cache: .* (\d+\.\d)x speed-up", same_thread)
 
 
+def test_paired_ratios_alternate_which_goes_first_and_leave_out_the_warm_up_pair():
+    from playground.evaluation.benchmark import paired_ratios
+
+    calls = []
+    seconds = {"a": iter([9.0, 1.2, 1.1, 1.5]), "b": iter([9.0, 1.0, 1.0, 1.0])}
+
+    def timer(name):
+        def run():
+            calls.append(name)
+            return next(seconds[name])
+        return run
+
+    r = paired_ratios(timer("a"), timer("b"), pairs=3)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert r["pairs"] == 3 and r["a"] == pytest.approx(1.2) and r["b"] == pytest.approx(1.0)
+    assert r["ratio"] == pytest.approx(1.2)  # ratios 1.1, 1.2, 1.5: the warm-up pair's 9 / 9 left out
+    assert r["quartiles"][0] <= 1.2 <= r["quartiles"][1]
+
+
+def test_benchmark_compares_two_model_folders_picture_by_picture(tiny_assets, capsys):
+    import re
+
+    from playground.evaluation import benchmark
+
+    benchmark.main(["--assets", str(tiny_assets), "--compare", str(tiny_assets), "--pairs", "2", "--threads", "1"])
+    out = capsys.readouterr().out
+    found = re.findall(r"(diffusion|autoregressive) +these (\d+\.\d+) s, those (\d+\.\d+) s .*paired ratio ([+-]\d+\.\d) %", out)
+    assert [kind for kind, *_ in found] == ["diffusion", "autoregressive"], out
+    assert all(float(a) > 0 and float(b) > 0 for _, a, b, _ in found)
+    assert "previews every 50 ms" not in out  # the comparison alone
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--assets", str(tiny_assets), "--compare", str(tiny_assets), "--pairs", "0"])
+    assert exit_info.value.code == 2 and "--pairs must be at least 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["evaluate", "edits", "benchmark"])
 def test_measuring_commands_report_a_missing_model_folder_in_one_line(command, tmp_path, capsys):
     import importlib

@@ -5,6 +5,7 @@ and the autoregressive KV cache's speed-up over recomputing the whole sequence.
     python -m playground.evaluation.benchmark --repeats 5 --assets /path/to/models
     python -m playground.evaluation.benchmark --tiny-hub   # the real-model backends on tiny random checkpoints
     python -m playground.evaluation.benchmark --diffusion-model stabilityai/sd-turbo --autoregressive-model deepseek-community/Janus-Pro-1B
+    python -m playground.evaluation.benchmark --compare /path/to/other/models --pairs 15   # these weights against others
 
 A "preview" consumer decodes the frame it would show whenever 50 ms have passed since the
 last one (what the playground does); the "no preview" consumer decodes only the final picture.
@@ -14,6 +15,10 @@ Both consumers first run in the sampler's own thread: every preview is time the 
 Then, for the embedded models, as the page runs them: the sampler in a worker process
 (playground/runtime/workers.py, one torch thread) and the previews decoded in this process as the
 frames arrive (one torch thread), so that a preview costs the sampler only the core it shares.
+
+`--compare OTHER` answers "are these weights slower than those?": one picture from each set in
+turn (no previews; which goes first alternates), `--pairs` times after a warm-up pair, and the
+median of the pairs' time ratios with its quartiles, so that the host's drift lands on both.
 """
 
 from __future__ import annotations
@@ -81,6 +86,37 @@ def timings(run, repeats: int, every_step: bool = False) -> dict:
     return out
 
 
+def paired_ratios(time_a, time_b, pairs: int) -> dict:
+    """`time_a()` and `time_b()` each make one picture and return its seconds. They run in
+    pairs, back to back, a first (warm-up) pair left out and which goes first alternating; the
+    result: each side's median seconds and the median and quartiles of the pairs' ratios a / b."""
+    a, b = [], []
+    for i in range(pairs + 1):
+        if i % 2:
+            t_b, t_a = time_b(), time_a()
+        else:
+            t_a, t_b = time_a(), time_b()
+        if i:
+            a.append(t_a), b.append(t_b)
+    ratios = sorted(x / y for x, y in zip(a, b))
+    q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return {"a": statistics.median(a), "b": statistics.median(b), "ratio": median, "quartiles": (q1, q3), "pairs": pairs}
+
+
+def compare(engine, other, prompt: str, settings: GenerationSettings, pairs: int) -> None:
+    """Time per picture of `engine`'s embedded samplers against `other`'s, in pairs."""
+    for kind in ("diffusion", "autoregressive"):
+        kwargs = settings.diffusion_kwargs() if kind == "diffusion" else settings.autoregressive_kwargs()
+
+        def timer(e):
+            return lambda: consume(getattr(e, f"{kind}_progressive")(prompt, **kwargs), None)[0]
+
+        r = paired_ratios(timer(engine), timer(other), pairs)
+        low, high = r["quartiles"]
+        print(f"{kind:15s} these {r['a']:.3f} s, those {r['b']:.3f} s a picture (medians); paired ratio "
+              f"{100 * (r['ratio'] - 1):+.1f} % (quartiles {100 * (low - 1):+.1f} to {100 * (high - 1):+.1f} %), {pairs} pairs")
+
+
 def print_overhead(name: str, t: dict) -> None:
     low, high = t["range"]
     print(f"{name:15s} no previews {t['plain']:.3f} s   previews every 50 ms {t['live']:.3f} s "
@@ -116,11 +152,16 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt", default=PROMPT)
+    p.add_argument("--compare", default=None, metavar="OTHER_ASSETS",
+                   help="time these embedded models against another models folder, picture by picture (nothing else is measured)")
+    p.add_argument("--pairs", type=int, default=15, help="with --compare: how many pairs of pictures")
     p.add_argument("--diffusion-model", default=None, help="a real diffusion model (hub id or folder)")
     p.add_argument("--autoregressive-model", default=None, help="a real Janus model (hub id or folder)")
     p.add_argument("--tiny-hub", action="store_true",
                    help="build tiny random SD and Janus checkpoints (and tiny embedded models) and measure those")
     args = p.parse_args(argv)
+    if args.pairs < 1:
+        p.error(f"--pairs must be at least 1, not {args.pairs}")
     torch.set_num_threads(args.threads)
     if args.tiny_hub:
         from playground.hub.tiny import build_tiny_hub_models
@@ -134,6 +175,11 @@ def main(argv=None) -> None:
     for problem in engine.problems:
         print(f"warning: {problem}")
     s = GenerationSettings()
+    if args.compare:
+        other = load_engine_or_exit(p, args.compare)
+        print(f"these models: {engine.folder}; those: {other.folder}; torch threads {torch.get_num_threads()}, no previews")
+        compare(engine, other, args.prompt, s, args.pairs)
+        return
     print(f"models: diffusion {engine.models('diffusion')[0]}, autoregressive {engine.models('autoregressive')[0]}")
     runs = {
         "diffusion": lambda: engine.diffusion_progressive(args.prompt, **s.diffusion_kwargs()),
