@@ -61,8 +61,9 @@ def object_masks(scene: Scene, grid: int) -> torch.Tensor:
 class AttributeProbes(torch.nn.Module):
     """Linear read-outs of a hidden state: the shape (none + SHAPES) and the colour (none +
     COLORS) of the object in one cell (`cell_attributes`; for the autoregressive model, the cell
-    that a position writes next). Trained beside a generator so that its state carries shape
-    and colour apart (`train --ar-attributes`); never part of the saved model."""
+    that a position writes next, for the diffusion model the cell a UNet feature sits on).
+    Trained beside a generator so that its state carries shape and colour apart (`train
+    --ar-attributes`, `--diffusion-attributes`); never part of the saved model."""
 
     def __init__(self, hidden_size: int):
         super().__init__()
