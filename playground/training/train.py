@@ -7,7 +7,7 @@ generators, into assets/.
 
 The shipped recipe (recipe.py: its runs, order and times) trains the autoencoder, encodes the
 training set, then trains both generators side by side, one thread each (the any-order model after the
-raster one), every model from scratch with Muon; about 4 h 30 min on 2 cores (2 h 40 min without
+raster one), every model from scratch with Muon; about 4 h 30 min on 2 cores (2 h 35 min without
 the any-order model), and it resumes where it stopped, so it can be interrupted and restarted.
 
 `--stage all` is a single pass of the four stages (with the decoder fine-tune the shipped
