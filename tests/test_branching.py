@@ -148,8 +148,10 @@ def test_a_branch_runs_batched_as_alone(tiny_engine, original):
 
 
 def test_diffusion_commits_to_its_layout_early_on_the_shipped_weights(real_engine):
-    """The lesson the branch view shows: a new seed at step 2 repaints the picture (about 20 of
-    255 per pixel on average), at step 10 it barely changes it (under 1)."""
+    """The lesson the branch view shows: the later the branch, the less a new seed changes the
+    picture. At step 10 it barely changes it (0.3 of 255 per pixel on average); at step 2 several
+    times more (2.2 on these weights, which put each object where the prompt says for any seed;
+    weights that still moved objects with the seed gave 10)."""
     settings = GenerationSettings(seed=3)
     kwargs = settings.diffusion_kwargs()
     d_frames = list(diffusion_progressive(real_engine.diffusion, PROMPT, **kwargs))
@@ -160,4 +162,4 @@ def test_diffusion_commits_to_its_layout_early_on_the_shipped_weights(real_engin
         starts = point_at_steps(d_frames, a_frames, step).sampler_kwargs()[0]
         frames = list(diffusion_progressive(real_engine.diffusion, PROMPT, **{**kwargs, "seed": 7}, **starts))
         change[step] = np.abs(frames[-1].image().astype(float) - original).mean()
-    assert change[2] > 5 and change[10] < 2 and change[2] > 10 * change[10], change
+    assert change[10] < 1 and change[2] > 5 * change[10], change
