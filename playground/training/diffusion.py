@@ -82,7 +82,7 @@ def train_diffusion(args) -> None:
     recorder = AttentionRecorder.attach(unet) if args.diffusion_grounding or args.diffusion_reading else None
     words = {i: w for w, i in pe.vocab.items()}
     masks: dict[int, torch.Tensor] = {}  # scene index -> its objects' cells
-    attributes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # scene index -> its cells' shape and colour (g*g,) each
+    attributes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # scene index -> its cells' shape and colour (g*g,) each, from its masks
     alphas = sched.alphas_cumprod.to(dev)
     unet.train(), text_encoder.train()
 
@@ -107,21 +107,20 @@ def train_diffusion(args) -> None:
         else:  # epsilon, with min-SNR-5 weighting (not spending the model on nearly clean steps)
             snr = alphas[t] / (1 - alphas[t])
             loss = (snr.clamp(max=5.0) / snr * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
-        if recorder is not None:
-            positions = [object_token_positions([words[int(i)] for i in row]) for row in ids]
+        if recorder is not None or args.diffusion_attributes:
             for i in idx:  # each scene's objects rendered alone, once (about 7 ms an object)
                 if i not in masks:
                     masks[i] = object_masks(scenes[i], x0.shape[2]).to(dev)  # (n_objects, g, g)
+                    attributes[i] = cell_attributes(scenes[i], masks[i].cpu())
+        if recorder is not None:
+            positions = [object_token_positions([words[int(i)] for i in row]) for row in ids]
             where = [masks[i] for i in idx]
             if args.diffusion_grounding:
                 loss = loss + args.diffusion_grounding * grounding_loss(recorder.maps, positions, where)
             if args.diffusion_reading:
                 loss = loss + args.diffusion_reading * reading_loss(recorder.maps, positions, where)
-        conditional = [b for b, row in enumerate(ids) if int(row[-1]) != pe.bos_id]  # an empty prompt ends in BOS
-        if args.diffusion_attributes and conditional:
-            for i in idx:  # each scene's objects rendered alone, once
-                if i not in attributes:
-                    attributes[i] = cell_attributes(scenes[i], object_masks(scenes[i], x0.shape[2]))
+        conditional = [b for b, row in enumerate(ids) if int(row[-1]) != pe.bos_id] if args.diffusion_attributes else []  # an empty prompt ends in BOS
+        if conditional:
             hidden = features[-1][conditional].flatten(2).transpose(1, 2).float()  # (B', g*g, C)
             shape_logits, colour_logits = modules["probes"](hidden)  # (B', g*g, 6), (B', g*g, 9)
             shape_t = torch.stack([attributes[idx[b]][0] for b in conditional]).to(dev)  # (B', g*g)
