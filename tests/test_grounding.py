@@ -147,3 +147,36 @@ def test_cell_attributes_name_each_object_cell_by_its_shape_and_colour():
     assert (shape[right] == 1 + SHAPES.index("star")).all() and (colour[right] == 1 + COLORS.index("blue")).all()
     background = ~(left | right)
     assert background.any() and (shape[background] == 0).all() and (colour[background] == 0).all()
+
+
+def test_scene_cells_render_each_scene_once_and_stack_a_batchs_attributes(monkeypatch):
+    from playground.training import grounding
+
+    scenes = [Scene("white", (SceneObject("red", "circle", "large", "left"),)),
+              Scene("yellow", (SceneObject("green", "heart", "small", "top"), SceneObject("blue", "star", "small", "bottom")))]
+    rendered = []
+    real = grounding.object_masks
+    monkeypatch.setattr(grounding, "object_masks", lambda scene, grid: rendered.append(scene) or real(scene, grid))
+    cells = grounding.SceneCells(scenes, 16)
+    shape, colour = cells.attributes([1, 0, 1], "cpu")  # (3, 256) each
+    masks = cells.masks([0, 1], "cpu")
+    assert rendered == [scenes[1], scenes[0]]  # once per scene, in the order first asked for, however often
+    assert shape.shape == colour.shape == (3, 256) and torch.equal(shape[0], shape[2])
+    assert torch.equal(shape[1], grounding.cell_attributes(scenes[0], real(scenes[0], 16))[0])
+    assert [m.shape for m in masks] == [(1, 16, 16), (2, 16, 16)] and torch.equal(masks[1], real(scenes[1], 16))
+
+
+def test_conditional_rows_skip_empty_captions_and_probe_loss_is_low_when_the_probes_name_the_cells():
+    from playground.training.grounding import AttributeProbes, conditional_rows
+
+    assert conditional_rows(torch.tensor([[0, 0, 2], [0, 2, 7], [2, 5, 6]]), bos_id=2) == [1, 2]
+    probes = AttributeProbes(4)
+    shape, colour = torch.tensor([[0, 3]]), torch.tensor([[0, 5]])
+    hidden = torch.zeros(1, 2, 4)  # (B, N, C)
+    with torch.no_grad():
+        for layer, target in ((probes.shape, shape), (probes.colour, colour)):
+            layer.weight.zero_(), layer.bias.zero_()
+            hidden[0, :, 0] = torch.tensor([0.0, 1.0])
+            layer.bias[0] = 10.0  # cell 0 (hidden 0): class 0
+            layer.weight[target[0, 1], 0] = 20.0  # cell 1 (hidden 1): its class, 20 against 10
+    assert probes.loss(hidden, shape, colour) < 1e-3 < probes.loss(hidden, colour.clamp(max=5), shape)

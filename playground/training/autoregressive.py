@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from playground.autoregressive.model import AutoregressiveConfig, build_transformer, grow_depth, training_sequences
 from playground.training import loop
 from playground.training.encode import dataset_object_cells, load_encoded, save_tokenizer_asset
-from playground.training.grounding import AttributeProbes, cell_attributes, grounding_loss, object_masks, object_token_positions
+from playground.training.grounding import AttributeProbes, SceneCells, conditional_rows, grounding_loss, object_token_positions
 from playground.training.loop import Checkpointer, batch_sampler, draw_seed, optimise, pick_device, run_loop, step_rngs, word_rng
 from playground.training.optim import build_optimizer
 from playground.world.data import training_captions
@@ -54,8 +54,7 @@ def train_autoregressive(args) -> None:
     ckpt = Checkpointer("autoregressive", modules, opt, args.checkpoints, args.ema_decay)
     draw = batch_sampler(scenes, args.two_object_share, args.star_share)
     words = {i: w for w, i in pe.vocab.items()}
-    masks: dict[int, torch.Tensor] = {}  # scene index -> its objects' cells (n_objects, g, g)
-    attributes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # scene index -> its cells' shape and colour (g*g,) each
+    cells = SceneCells(scenes, grid)  # where each scene's objects are, for grounding and the probes
     lm.train()
 
     def step_fn(step: int) -> float:
@@ -75,24 +74,15 @@ def train_autoregressive(args) -> None:
                 ce = F.cross_entropy(logits.transpose(1, 2), labels[:, -n_codes:].to(dev), reduction="none")  # (B, N)
                 weight = (1 + args.ar_object_weight * objects[idx]).to(dev)  # (B, N)
                 loss = (weight * ce).sum() / weight.sum()
-            if args.ar_grounding or args.ar_attributes:
-                for i in idx:  # each scene's objects rendered alone, once
-                    if i not in masks:
-                        masks[i] = object_masks(scenes[i], grid)  # (n_objects, g, g)
-                        attributes[i] = cell_attributes(scenes[i], masks[i])
-                conditional = [b for b, row in enumerate(ids) if int(row[-1]) != pe.bos_id]  # an empty prompt ends in BOS
+            conditional = conditional_rows(ids, pe.bos_id) if args.ar_grounding or args.ar_attributes else []
             if args.ar_grounding:
                 # (B, heads, N, P): how much each position that writes a code reads each prompt token
                 maps = [a[:, :, n_prompt : n_prompt + n_codes, :n_prompt].float() for a in out.attentions]
                 positions = [object_token_positions([words[int(t)] for t in row]) if b in conditional else [] for b, row in enumerate(ids)]
-                loss = loss + args.ar_grounding * grounding_loss(maps, positions, [masks[i].to(dev) for i in idx])
+                loss = loss + args.ar_grounding * grounding_loss(maps, positions, cells.masks(idx, dev))
             if args.ar_attributes and conditional:
                 hidden = out.hidden_states[-1][conditional, n_prompt : n_prompt + n_codes].float()  # (B', N, C)
-                shape_logits, colour_logits = modules["probes"](hidden)  # (B', N, 6), (B', N, 9)
-                shape_t = torch.stack([attributes[idx[b]][0] for b in conditional]).to(dev)  # (B', N)
-                colour_t = torch.stack([attributes[idx[b]][1] for b in conditional]).to(dev)  # (B', N)
-                loss = loss + args.ar_attributes * (F.cross_entropy(shape_logits.transpose(1, 2), shape_t)
-                                                    + F.cross_entropy(colour_logits.transpose(1, 2), colour_t))
+                loss = loss + args.ar_attributes * modules["probes"].loss(hidden, *cells.attributes([idx[b] for b in conditional], dev))
         return optimise(loss, [w for _, w in named], opt)
 
     run_loop("autoregressive", ckpt, args.ar_steps, args.ar_lr, step_fn, stop_at=args.stop_at)

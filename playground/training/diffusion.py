@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from playground.diffusion.model import (
     DiffusionConfig,
@@ -26,9 +25,9 @@ from playground.training.encode import dataset_object_cells, load_encoded, save_
 from playground.training.grounding import (
     AttentionRecorder,
     AttributeProbes,
-    cell_attributes,
+    SceneCells,
+    conditional_rows,
     grounding_loss,
-    object_masks,
     object_token_positions,
     reading_loss,
 )
@@ -81,8 +80,7 @@ def train_diffusion(args) -> None:
     # Token grounding (grounding.py): each object's colour and shape word read where the object is.
     recorder = AttentionRecorder.attach(unet) if args.diffusion_grounding or args.diffusion_reading else None
     words = {i: w for w, i in pe.vocab.items()}
-    masks: dict[int, torch.Tensor] = {}  # scene index -> its objects' cells
-    attributes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # scene index -> its cells' shape and colour (g*g,) each, from its masks
+    cells = SceneCells(scenes, latents.shape[2])  # where each scene's objects are, for grounding and the probes
     alphas = sched.alphas_cumprod.to(dev)
     unet.train(), text_encoder.train()
 
@@ -107,26 +105,17 @@ def train_diffusion(args) -> None:
         else:  # epsilon, with min-SNR-5 weighting (not spending the model on nearly clean steps)
             snr = alphas[t] / (1 - alphas[t])
             loss = (snr.clamp(max=5.0) / snr * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
-        if recorder is not None or args.diffusion_attributes:
-            for i in idx:  # each scene's objects rendered alone, once (about 7 ms an object)
-                if i not in masks:
-                    masks[i] = object_masks(scenes[i], x0.shape[2]).to(dev)  # (n_objects, g, g)
-                    attributes[i] = cell_attributes(scenes[i], masks[i].cpu())
         if recorder is not None:
             positions = [object_token_positions([words[int(i)] for i in row]) for row in ids]
-            where = [masks[i] for i in idx]
+            where = cells.masks(idx, dev)
             if args.diffusion_grounding:
                 loss = loss + args.diffusion_grounding * grounding_loss(recorder.maps, positions, where)
             if args.diffusion_reading:
                 loss = loss + args.diffusion_reading * reading_loss(recorder.maps, positions, where)
-        conditional = [b for b, row in enumerate(ids) if int(row[-1]) != pe.bos_id] if args.diffusion_attributes else []  # an empty prompt ends in BOS
+        conditional = conditional_rows(ids, pe.bos_id) if args.diffusion_attributes else []
         if conditional:
             hidden = features[-1][conditional].flatten(2).transpose(1, 2).float()  # (B', g*g, C)
-            shape_logits, colour_logits = modules["probes"](hidden)  # (B', g*g, 6), (B', g*g, 9)
-            shape_t = torch.stack([attributes[idx[b]][0] for b in conditional]).to(dev)  # (B', g*g)
-            colour_t = torch.stack([attributes[idx[b]][1] for b in conditional]).to(dev)  # (B', g*g)
-            loss = loss + args.diffusion_attributes * (F.cross_entropy(shape_logits.transpose(1, 2), shape_t)
-                                                       + F.cross_entropy(colour_logits.transpose(1, 2), colour_t))
+            loss = loss + args.diffusion_attributes * modules["probes"].loss(hidden, *cells.attributes([idx[b] for b in conditional], dev))
         return optimise(loss, params, opt)
 
     run_loop("diffusion", ckpt, args.diffusion_steps, args.diffusion_lr, step_fn, stop_at=args.stop_at)

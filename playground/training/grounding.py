@@ -73,6 +73,12 @@ class AttributeProbes(torch.nn.Module):
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.shape(hidden), self.colour(hidden)  # (..., 6), (..., 9)
 
+    def loss(self, hidden: torch.Tensor, shape: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of naming each cell's shape and colour from its state: hidden (B, N, C),
+        shape and colour (B, N) class indices (`SceneCells.attributes`)."""
+        shape_logits, colour_logits = self(hidden)  # (B, N, 6), (B, N, 9)
+        return F.cross_entropy(shape_logits.transpose(1, 2), shape) + F.cross_entropy(colour_logits.transpose(1, 2), colour)
+
 
 def cell_attributes(scene: Scene, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each latent cell's object shape and colour as class indices (0: no object), from the
@@ -84,6 +90,38 @@ def cell_attributes(scene: Scene, masks: torch.Tensor) -> tuple[torch.Tensor, to
         shape[here] = 1 + SHAPES.index(obj.shape)
         colour[here] = 1 + COLORS.index(obj.color)
     return shape, colour
+
+
+class SceneCells:
+    """Where each training scene's objects are, rendered on first use and kept (about 7 ms an
+    object): their masks (`object_masks`) for the grounding losses, their cells' shape and colour
+    (`cell_attributes`) for the attribute probes. What both generators' training reads."""
+
+    def __init__(self, scenes: list[Scene], grid: int):
+        self.scenes, self.grid = scenes, grid
+        self._cells: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # index -> masks, shape, colour
+
+    def _of(self, i) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        i = int(i)
+        if i not in self._cells:
+            masks = object_masks(self.scenes[i], self.grid)  # (n_objects, g, g)
+            self._cells[i] = (masks, *cell_attributes(self.scenes[i], masks))
+        return self._cells[i]
+
+    def masks(self, idx, device) -> list[torch.Tensor]:
+        """The scenes' object masks, one (n_objects, g, g) tensor each."""
+        return [self._of(i)[0].to(device) for i in idx]
+
+    def attributes(self, idx, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scenes' cells' shape and colour class indices, (B, g*g) each."""
+        cells = [self._of(i) for i in idx]
+        return torch.stack([c[1] for c in cells]).to(device), torch.stack([c[2] for c in cells]).to(device)
+
+
+def conditional_rows(ids: torch.Tensor, bos_id: int) -> list[int]:
+    """The rows of a batch of prompt token ids (B, P) whose caption is not empty: prompts are
+    padded on the left, so an empty one ends in BOS."""
+    return [b for b, row in enumerate(ids) if int(row[-1]) != bos_id]
 
 
 class AttentionRecorder:
